@@ -1,0 +1,164 @@
+//! Cheap protocol classification of the first bytes of one syscall's data.
+//!
+//! Runs in the kernel (on connections not yet classified) and is unit-tested
+//! on the host. It only decides whether bytes *start* a message of a
+//! supported protocol; userspace does the parsing. It must stay free of
+//! loops over variable lengths so the verifier accepts it.
+
+use crate::CLASSIFY_BYTES;
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Unknown = 0,
+    /// An HTTP/1.x request line or status line.
+    Http1 = 1,
+    /// The HTTP/2 client connection preface.
+    Http2 = 2,
+}
+
+impl Protocol {
+    pub const fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Http1,
+            2 => Self::Http2,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+#[inline(always)]
+const fn word(b: &[u8; CLASSIFY_BYTES], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+const fn tag(s: &[u8; 4]) -> u32 {
+    u32::from_be_bytes(*s)
+}
+
+/// First character of a request target: origin-form `/`, asterisk-form `*`,
+/// or absolute-form (`http://`).
+#[inline(always)]
+const fn is_target_start(c: u8) -> bool {
+    c == b'/' || c == b'*' || c == b'h' || c == b'H'
+}
+
+/// Classifies the first `len` bytes of `b` (at most [`CLASSIFY_BYTES`]).
+#[inline(always)]
+pub fn classify_prefix(b: &[u8; CLASSIFY_BYTES], len: usize) -> Protocol {
+    if len < 8 {
+        return Protocol::Unknown;
+    }
+    let w0 = word(b, 0);
+    // HTTP/2 preface "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n": the first 16 bytes are
+    // distinctive enough.
+    if w0 == tag(b"PRI ") {
+        if len >= 16
+            && word(b, 4) == tag(b"* HT")
+            && word(b, 8) == tag(b"TP/2")
+            && word(b, 12) == tag(b".0\r\n")
+        {
+            return Protocol::Http2;
+        }
+        return Protocol::Unknown;
+    }
+    // Status line "HTTP/1.x NNN".
+    if w0 == tag(b"HTTP") {
+        if b[4] == b'/' && b[5] == b'1' && b[6] == b'.' && (b[7] == b'1' || b[7] == b'0') {
+            return Protocol::Http1;
+        }
+        return Protocol::Unknown;
+    }
+    // Request line "METHOD SP target".
+    let target_at = match w0 {
+        x if x == tag(b"GET ") || x == tag(b"PUT ") => 4,
+        x if x == tag(b"POST") || x == tag(b"HEAD") => 5,
+        x if x == tag(b"PATC") || x == tag(b"TRAC") => 6,
+        x if x == tag(b"DELE") => 7,
+        x if x == tag(b"OPTI") || x == tag(b"CONN") => 8,
+        _ => return Protocol::Unknown,
+    };
+    if target_at >= len {
+        return Protocol::Unknown;
+    }
+    // The space before the target, then a plausible target start. CONNECT's
+    // target is an authority (host:port), so any character is accepted.
+    if b[target_at - 1] != b' ' {
+        return Protocol::Unknown;
+    }
+    if w0 == tag(b"CONN") || is_target_start(b[target_at]) {
+        Protocol::Http1
+    } else {
+        Protocol::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(s: &[u8]) -> Protocol {
+        let mut b = [0u8; CLASSIFY_BYTES];
+        let n = s.len().min(CLASSIFY_BYTES);
+        b[..n].copy_from_slice(&s[..n]);
+        classify_prefix(&b, n)
+    }
+
+    #[test]
+    fn requests() {
+        for r in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"POST /api HTTP/1.1\r\n",
+            b"PUT /a HTTP/1.1\r\n",
+            b"HEAD / HTTP/1.0\r\n",
+            b"DELETE /x/1 HTTP/1.1\r\n",
+            b"PATCH /x HTTP/1.1\r\n",
+            b"OPTIONS * HTTP/1.1\r\n",
+            b"TRACE / HTTP/1.1\r\n",
+            b"CONNECT example.com:443 HTTP/1.1\r\n",
+            b"GET http://example.com/ HTTP/1.1\r\n",
+        ] {
+            assert_eq!(classify(r), Protocol::Http1, "{}", String::from_utf8_lossy(r));
+        }
+    }
+
+    #[test]
+    fn responses() {
+        assert_eq!(classify(b"HTTP/1.1 200 OK\r\n"), Protocol::Http1);
+        assert_eq!(classify(b"HTTP/1.0 404 Not Found\r\n"), Protocol::Http1);
+        assert_eq!(classify(b"HTTP/2 200\r\n"), Protocol::Unknown);
+    }
+
+    #[test]
+    fn http2_preface() {
+        assert_eq!(classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Protocol::Http2);
+        assert_eq!(classify(b"PRI * HTTP/2.0"), Protocol::Unknown);
+    }
+
+    #[test]
+    fn not_http() {
+        for r in [
+            &b""[..],
+            b"GET",
+            b"GETX / HTTP/1.1",
+            b"GET  / HTTP/1.1",
+            b"POSTED something",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            b"SSH-2.0-OpenSSH_9.2",
+            b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
+            b"DELETED /x",
+            b"get / HTTP/1.1\r\n",
+        ] {
+            assert_eq!(classify(r), Protocol::Unknown, "{:?}", r);
+        }
+    }
+
+    #[test]
+    fn never_reads_past_len() {
+        // Bytes beyond `len` are garbage from a previous use of the buffer.
+        let mut b = *b"GET /xxxxxxxxxxx";
+        assert_eq!(classify_prefix(&b, 3), Protocol::Unknown);
+        b[4] = b'/';
+        assert_eq!(classify_prefix(&b, 4), Protocol::Unknown);
+    }
+}

@@ -1,0 +1,80 @@
+//! Kernel-side counters: indexes into the per-CPU `COUNTERS` array.
+//!
+//! The kernel counts its own losses here; userspace sums the per-CPU values
+//! and exports them (`agent_kernel_*` metrics).
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// A record could not be written: the ring buffer was full.
+    RingbufFull = 0,
+    /// A data record carried fewer bytes than the syscall moved.
+    PayloadTruncated = 1,
+    /// The connection map was full; a socket could not be tracked.
+    ConnMapFull = 2,
+    /// The in-flight syscall map was full; one syscall was not captured.
+    InflightMapFull = 3,
+    /// Reading user or kernel memory faulted.
+    ReadFault = 4,
+    /// Data records written.
+    DataRecords = 5,
+    /// Connection open/close records written.
+    ConnRecords = 6,
+    /// Data syscalls on tracked sockets whose bytes did not look like a
+    /// supported protocol (not sent to userspace).
+    Unclassified = 7,
+    /// Payload bytes copied into data records.
+    PayloadBytes = 8,
+    /// Process exit records written.
+    ProcRecords = 9,
+    /// Iovecs beyond `MAX_IOVECS` that were not copied.
+    IovecsSkipped = 10,
+}
+
+pub const COUNTER_COUNT: u32 = 11;
+
+impl Counter {
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::RingbufFull,
+        Counter::PayloadTruncated,
+        Counter::ConnMapFull,
+        Counter::InflightMapFull,
+        Counter::ReadFault,
+        Counter::DataRecords,
+        Counter::ConnRecords,
+        Counter::Unclassified,
+        Counter::PayloadBytes,
+        Counter::ProcRecords,
+        Counter::IovecsSkipped,
+    ];
+
+    /// Name of the counter in the agent's metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::RingbufFull => "ringbuf_full",
+            Counter::PayloadTruncated => "payload_truncated",
+            Counter::ConnMapFull => "conn_map_full",
+            Counter::InflightMapFull => "inflight_map_full",
+            Counter::ReadFault => "read_fault",
+            Counter::DataRecords => "data_records",
+            Counter::ConnRecords => "conn_records",
+            Counter::Unclassified => "unclassified",
+            Counter::PayloadBytes => "payload_bytes",
+            Counter::ProcRecords => "proc_records",
+            Counter::IovecsSkipped => "iovecs_skipped",
+        }
+    }
+
+    /// Whether the counter counts something lost (as opposed to work done).
+    pub const fn is_loss(self) -> bool {
+        matches!(
+            self,
+            Counter::RingbufFull
+                | Counter::PayloadTruncated
+                | Counter::ConnMapFull
+                | Counter::InflightMapFull
+                | Counter::ReadFault
+                | Counter::IovecsSkipped
+        )
+    }
+}

@@ -1,0 +1,380 @@
+//! Data syscalls on sockets.
+//!
+//! Each `sys_enter_*` program filters (not the agent, a TCP socket, not
+//! ignored) and saves the arguments in `INFLIGHT`; the one shared
+//! `sys_exit_data` program, attached to every matching `sys_exit_*`,
+//! classifies unclassified connections and copies a bounded payload prefix
+//! into a data record.
+
+use agent_common::{
+    ConnKey, ConnState, Counter, DataFlags, DataHeader, Inflight, IoKind, MAX_CAPTURE_BYTES,
+    MAX_IOVECS, Protocol, RecordKind, Role, Syscall, classify_prefix, record::DATA_HEADER_SIZE,
+    CLASSIFY_BYTES,
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+
+use crate::{
+    conn::{self, ctx_read},
+    maps::{
+        CONNS, DataScratch, EVENTS, INFLIGHT, SCRATCH, agent_tgid, capture_bytes, count,
+        count_n, ring_flags,
+    },
+};
+
+/// Syscall argument `n` (syscalls:sys_enter_* records: args from offset 16).
+#[inline(always)]
+pub fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    // SAFETY: constant in-bounds offsets of the syscall tracepoint record.
+    unsafe { ctx_read::<u64>(ctx, 16 + 8 * n) }
+}
+
+/// Return value (syscalls:sys_exit_* records: `ret` at offset 16).
+#[inline(always)]
+pub fn ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: as above.
+    unsafe { ctx_read::<i64>(ctx, 16) }
+}
+
+macro_rules! enter_program {
+    ($name:ident, $syscall:expr, $io:expr) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            save_args(&ctx, $syscall, $io);
+            0
+        }
+    };
+}
+
+enter_program!(sys_enter_read, Syscall::Read, IoKind::Buf);
+enter_program!(sys_enter_write, Syscall::Write, IoKind::Buf);
+enter_program!(sys_enter_recvfrom, Syscall::Recvfrom, IoKind::Buf);
+enter_program!(sys_enter_sendto, Syscall::Sendto, IoKind::Buf);
+enter_program!(sys_enter_readv, Syscall::Readv, IoKind::Iov);
+enter_program!(sys_enter_writev, Syscall::Writev, IoKind::Iov);
+enter_program!(sys_enter_recvmsg, Syscall::Recvmsg, IoKind::Msg);
+enter_program!(sys_enter_sendmsg, Syscall::Sendmsg, IoKind::Msg);
+enter_program!(sys_enter_recvmmsg, Syscall::Recvmmsg, IoKind::Mmsg);
+enter_program!(sys_enter_sendmmsg, Syscall::Sendmmsg, IoKind::Mmsg);
+enter_program!(sys_enter_sendfile64, Syscall::Sendfile, IoKind::None);
+
+/// Saves the arguments of a syscall on a socket of interest. `arg 0` is the
+/// descriptor for every hooked syscall; `arg 1`/`arg 2` are the buffer (or
+/// iovec/msghdr array) and its length/count.
+#[inline(always)]
+pub fn save_args(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if tgid == agent_tgid() {
+        return;
+    }
+    let fd = arg(ctx, 0) as i64;
+    if fd < 0 || fd > i64::from(i32::MAX) {
+        return;
+    }
+    if !matches!(io, IoKind::Connect) {
+        let key = ConnKey { tgid, fd: fd as u32 };
+        match CONNS.get_ptr(&key) {
+            // SAFETY: the pointer came from a successful lookup.
+            Some(v) => {
+                if unsafe { (*v).state } == ConnState::Ignored as u8 {
+                    return;
+                }
+            }
+            None => {
+                if !conn::track(key, Role::Unknown) {
+                    return;
+                }
+            }
+        }
+    }
+    let inflight = Inflight {
+        ptr: arg(ctx, 1),
+        len: arg(ctx, 2),
+        // SAFETY: helper without preconditions.
+        ts_enter_ns: unsafe { bpf_ktime_get_ns() },
+        fd: fd as i32,
+        syscall: syscall as u8,
+        io: io as u8,
+        _pad: [0; 2],
+    };
+    if INFLIGHT.insert(&id, &inflight, 0).is_err() {
+        count(Counter::InflightMapFull);
+    }
+}
+
+/// Attached to the `sys_exit_*` tracepoint of every hooked syscall.
+#[tracepoint]
+pub fn sys_exit_data(ctx: TracePointContext) -> u32 {
+    try_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_exit(ctx: &TracePointContext) {
+    let id = bpf_get_current_pid_tgid();
+    let Some(inflight) = INFLIGHT.get_ptr(&id) else {
+        return;
+    };
+    // SAFETY: the pointer came from a successful lookup.
+    let inflight = unsafe { *inflight };
+    let _ = INFLIGHT.remove(&id);
+    let ret = ret(ctx);
+    let tgid = (id >> 32) as u32;
+    if inflight.io == IoKind::Connect as u8 {
+        conn::connect_done(tgid, inflight.fd, ret);
+        return;
+    }
+    if ret <= 0 {
+        return;
+    }
+    let key = ConnKey {
+        tgid,
+        fd: inflight.fd as u32,
+    };
+    let Some(conn) = CONNS.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: the pointer came from a successful lookup; entries are only
+    // mutated by the thread doing I/O on that descriptor or by userspace.
+    let cv = unsafe { *conn };
+    if cv.state == ConnState::Unknown as u8 {
+        let protocol = classify(&inflight, ret as u64);
+        if protocol == Protocol::Unknown {
+            count(Counter::Unclassified);
+            return;
+        }
+        if !conn::announce(key, &cv, protocol as u8, id) {
+            return;
+        }
+        // SAFETY: as above.
+        unsafe {
+            (*conn).state = ConnState::Traced as u8;
+            (*conn).protocol = protocol as u8;
+        }
+    } else if cv.state != ConnState::Traced as u8 {
+        return;
+    }
+    emit_data(&inflight, id, ret as u64, cv.sk);
+}
+
+/// First (pointer, length) segment of the syscall's user buffer.
+#[inline(always)]
+fn first_segment(inflight: &Inflight) -> Option<(u64, u64)> {
+    let io = inflight.io;
+    if io == IoKind::Buf as u8 {
+        return Some((inflight.ptr, inflight.len));
+    }
+    let (iov, iovcnt) = if io == IoKind::Iov as u8 {
+        (inflight.ptr, inflight.len)
+    } else if io == IoKind::Msg as u8 || io == IoKind::Mmsg as u8 {
+        msg_iov(inflight.ptr)?
+    } else {
+        return None;
+    };
+    if iovcnt == 0 {
+        return None;
+    }
+    let seg: [u64; 2] = uread(iov)?;
+    Some((seg[0], seg[1]))
+}
+
+/// `msg_iov` and `msg_iovlen` of a user `struct msghdr` (also the first
+/// member of `struct mmsghdr`).
+#[inline(always)]
+fn msg_iov(msghdr: u64) -> Option<(u64, u64)> {
+    let v: [u64; 2] = uread(msghdr + 16)?;
+    Some((v[0], v[1]))
+}
+
+#[inline(always)]
+fn uread<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_user tolerates any address (it faults safely).
+    match unsafe { bpf_probe_read_user(addr as *const T) } {
+        Ok(v) => Some(v),
+        Err(_) => {
+            count(Counter::ReadFault);
+            None
+        }
+    }
+}
+
+#[inline(always)]
+fn classify(inflight: &Inflight, ret: u64) -> Protocol {
+    let Some((ptr, len)) = first_segment(inflight) else {
+        return Protocol::Unknown;
+    };
+    let mut n = if len < ret { len } else { ret };
+    if n > CLASSIFY_BYTES as u64 {
+        n = CLASSIFY_BYTES as u64;
+    }
+    let mut buf = [0u8; CLASSIFY_BYTES];
+    // SAFETY: n <= buf.len(); the helper faults safely on bad user memory.
+    let rc = unsafe {
+        generated::bpf_probe_read_user(buf.as_mut_ptr().cast(), n as u32, ptr as *const _)
+    };
+    if rc != 0 {
+        return Protocol::Unknown;
+    }
+    classify_prefix(&buf, n as usize)
+}
+
+#[inline(always)]
+fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch; programs do not nest on one CPU.
+    let scratch: &mut DataScratch = unsafe { &mut *scratch };
+    let cap = u64::from(capture_bytes());
+    let mut flags = 0u8;
+    let mut total = ret;
+    let io = inflight.io;
+    let dst = scratch.payload.as_mut_ptr();
+    let captured = if io == IoKind::Buf as u8 {
+        copy_user(dst, inflight.ptr, min(total, cap))
+    } else if io == IoKind::Iov as u8 {
+        copy_iovecs(dst, inflight.ptr, inflight.len, min(total, cap))
+    } else if io == IoKind::Msg as u8 {
+        match msg_iov(inflight.ptr) {
+            Some((iov, iovcnt)) => copy_iovecs(dst, iov, iovcnt, min(total, cap)),
+            None => {
+                flags |= DataFlags::READ_FAULT;
+                0
+            }
+        }
+    } else if io == IoKind::Mmsg as u8 {
+        // `ret` counts messages. Capture the first one (TCP code paths
+        // rarely use the mmsg calls) and say so.
+        if ret > 1 {
+            flags |= DataFlags::PARTIAL_VECTOR;
+        }
+        let first_len: u32 = uread(inflight.ptr + 56).unwrap_or(0);
+        total = u64::from(first_len);
+        match msg_iov(inflight.ptr) {
+            Some((iov, iovcnt)) => copy_iovecs(dst, iov, iovcnt, min(total, cap)),
+            None => 0,
+        }
+    } else {
+        flags |= DataFlags::NO_PAYLOAD;
+        0
+    };
+    let mut captured = captured;
+    if captured > MAX_CAPTURE_BYTES as u32 {
+        captured = MAX_CAPTURE_BYTES as u32;
+    }
+    if u64::from(captured) < total && flags & DataFlags::NO_PAYLOAD == 0 {
+        flags |= DataFlags::TRUNCATED;
+        count(Counter::PayloadTruncated);
+    }
+    let syscall = inflight.syscall;
+    scratch.header = DataHeader {
+        kind: RecordKind::Data as u8,
+        direction: match Syscall::from_u8(syscall) {
+            Some(s) => s.direction() as u8,
+            None => 0,
+        },
+        syscall,
+        flags,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        fd: inflight.fd,
+        sk,
+        ts_enter_ns: inflight.ts_enter_ns,
+        // SAFETY: helper without preconditions.
+        ts_exit_ns: unsafe { bpf_ktime_get_ns() },
+        total_len: total,
+        captured_len: captured,
+        _pad: 0,
+    };
+    let size = DATA_HEADER_SIZE + captured as usize;
+    // SAFETY: size <= size_of::<DataScratch>() (captured <= MAX_CAPTURE_BYTES).
+    let bytes = unsafe {
+        core::slice::from_raw_parts((scratch as *const DataScratch).cast::<u8>(), size)
+    };
+    match EVENTS.output::<[u8]>(bytes, ring_flags()) {
+        Ok(()) => {
+            count(Counter::DataRecords);
+            count_n(Counter::PayloadBytes, u64::from(captured));
+        }
+        Err(_) => count(Counter::RingbufFull),
+    }
+}
+
+/// Hides `v`'s known range from the compiler, so a following mask that is
+/// redundant for LLVM (but not for the verifier) is kept.
+#[inline(always)]
+fn opaque(v: u32) -> u32 {
+    // SAFETY: volatile read of a local.
+    unsafe { core::ptr::read_volatile(&v) }
+}
+
+#[inline(always)]
+fn min(a: u64, b: u64) -> u64 {
+    if a < b { a } else { b }
+}
+
+/// Copies `want` (<= MAX_CAPTURE_BYTES) bytes of user memory to `dst`.
+#[inline(always)]
+fn copy_user(dst: *mut u8, src: u64, want: u64) -> u32 {
+    let mut n = want as u32;
+    if n > MAX_CAPTURE_BYTES as u32 {
+        n = MAX_CAPTURE_BYTES as u32;
+    }
+    if n == 0 {
+        return 0;
+    }
+    // SAFETY: dst has room for 2 * MAX_CAPTURE_BYTES; the helper faults safely.
+    let rc = unsafe { generated::bpf_probe_read_user(dst.cast(), n, src as *const _) };
+    if rc != 0 {
+        count(Counter::ReadFault);
+        return 0;
+    }
+    n
+}
+
+/// Copies up to `want` bytes from the first [`MAX_IOVECS`] of a user iovec
+/// array, in order.
+#[inline(always)]
+fn copy_iovecs(dst: *mut u8, iov: u64, iovcnt: u64, want: u64) -> u32 {
+    let want = min(want, MAX_CAPTURE_BYTES as u64) as u32;
+    let mut off: u32 = 0;
+    let mut i = 0usize;
+    while i < MAX_IOVECS {
+        if i as u64 >= iovcnt || off >= want {
+            break;
+        }
+        let Some(seg) = uread::<[u64; 2]>(iov + 16 * i as u64) else {
+            break;
+        };
+        let mut chunk = want - off;
+        if seg[1] < u64::from(chunk) {
+            chunk = seg[1] as u32;
+        }
+        if chunk > MAX_CAPTURE_BYTES as u32 {
+            chunk = MAX_CAPTURE_BYTES as u32;
+        }
+        // off < want <= MAX_CAPTURE_BYTES, so the mask changes nothing but
+        // gives the verifier the bound: off + chunk < 2 * MAX_CAPTURE_BYTES.
+        let at = opaque(off) & (MAX_CAPTURE_BYTES as u32 - 1);
+        if chunk > 0 {
+            // SAFETY: at + chunk < 2 * MAX_CAPTURE_BYTES = room in dst.
+            let rc = unsafe {
+                generated::bpf_probe_read_user(dst.add(at as usize).cast(), chunk, seg[0] as *const _)
+            };
+            if rc != 0 {
+                count(Counter::ReadFault);
+                return at;
+            }
+        }
+        off = at + chunk;
+        i += 1;
+    }
+    if i == MAX_IOVECS && (i as u64) < iovcnt && off < want {
+        count(Counter::IovecsSkipped);
+    }
+    off
+}

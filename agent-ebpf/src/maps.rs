@@ -1,0 +1,140 @@
+//! Maps, load-time globals and counters.
+
+use agent_common::{
+    ConnKey, ConnVal, Counter, DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNS, DEFAULT_RING_BYTES,
+    Inflight, KernelOffsets, MAX_CAPTURE_BYTES, MAX_INFLIGHT, counters::COUNTER_COUNT,
+    record::DataHeader,
+};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+
+/// Every record for userspace: data, connection open/close, process exit.
+/// Size set by userspace at load time (`ring_buffer_bytes`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// Sockets of interest, by (tgid, fd). Capacity set by userspace
+/// (`max_connections`); a failed insert is counted as `conn_map_full`.
+#[map]
+pub static CONNS: HashMap<ConnKey, ConnVal> = HashMap::with_max_entries(DEFAULT_MAX_CONNS, 0);
+
+/// Traced sockets by `struct sock` address, for `inet_sock_set_state`.
+#[map]
+pub static SK_TRACED: HashMap<u64, ConnKey> = HashMap::with_max_entries(DEFAULT_MAX_CONNS, 0);
+
+/// Syscall arguments between enter and exit, by `pid_tgid`.
+#[map]
+pub static INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Room for the payload of one data record. Twice the maximum capture so
+/// that "offset < max, length <= max" copies are provably in bounds.
+pub const SCRATCH_PAYLOAD: usize = 2 * MAX_CAPTURE_BYTES;
+
+#[repr(C)]
+pub struct DataScratch {
+    pub header: DataHeader,
+    pub payload: [u8; SCRATCH_PAYLOAD],
+}
+
+#[map]
+pub static SCRATCH: PerCpuArray<DataScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Loss and work counters, indexed by [`Counter`].
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+// Globals written by userspace before load (`EbpfLoader::override_global`).
+// Read through `read_volatile` so the compiler does not fold their defaults.
+
+#[unsafe(no_mangle)]
+static AGENT_TGID: u32 = 0;
+
+#[unsafe(no_mangle)]
+static CAPTURE_BYTES: u32 = DEFAULT_CAPTURE_BYTES;
+
+/// Wake the reader only once this many bytes are waiting (0: every record).
+/// Userspace also polls on a short timer, so nothing waits for long.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
+
+#[unsafe(no_mangle)]
+pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_inode: 0,
+    file_private_data: 0,
+    inode_mode: 0,
+    socket_type: 0,
+    socket_sk: 0,
+    sk_family: 0,
+    sk_state: 0,
+    sk_num: 0,
+    sk_dport: 0,
+    sk_rcv_saddr: 0,
+    sk_daddr: 0,
+    sk_v6_rcv_saddr: 0,
+    sk_v6_daddr: 0,
+    sk_net: 0,
+    net_ns_inum: 0,
+    exit_group_dead: 0,
+};
+
+#[inline(always)]
+pub fn agent_tgid() -> u32 {
+    // SAFETY: reading a plain global.
+    unsafe { core::ptr::read_volatile(&raw const AGENT_TGID) }
+}
+
+#[inline(always)]
+pub fn capture_bytes() -> u32 {
+    // SAFETY: reading a plain global.
+    let v = unsafe { core::ptr::read_volatile(&raw const CAPTURE_BYTES) };
+    if v > MAX_CAPTURE_BYTES as u32 {
+        MAX_CAPTURE_BYTES as u32
+    } else {
+        v
+    }
+}
+
+/// Reads one field of [`KernelOffsets`], e.g. `offset!(task_files)`.
+macro_rules! offset {
+    ($field:ident) => {
+        // SAFETY: reading a plain global.
+        unsafe { core::ptr::read_volatile(&raw const crate::maps::KERNEL_OFFSETS.$field) as u64 }
+    };
+}
+pub(crate) use offset;
+
+/// Ring-buffer flags for one record: wake the reader only when enough data
+/// is waiting (batched wakeups).
+#[inline(always)]
+pub fn ring_flags() -> u64 {
+    // SAFETY: reading a plain global.
+    let threshold = unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) };
+    if threshold == 0 {
+        return 0;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+pub fn count(c: Counter) {
+    count_n(c, 1);
+}
+
+#[inline(always)]
+pub fn count_n(c: Counter, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: per-CPU slot; programs do not nest on one CPU.
+        unsafe { *p += n };
+    }
+}

@@ -1,0 +1,58 @@
+//! The kernel connection map, seen from userspace: tell the kernel to stop
+//! sending a connection's data, and sweep entries of processes that exited
+//! (an exiting process closes its descriptors without `close()` calls).
+
+use std::collections::HashSet;
+
+use agent_common::{ConnKey, ConnState, ConnVal};
+use aya::maps::{HashMap, Map, MapData};
+
+use super::BpfError;
+
+pub struct ConnMap {
+    map: HashMap<MapData, ConnKey, ConnVal>,
+}
+
+impl ConnMap {
+    pub(super) fn new(map: Map) -> Result<Self, BpfError> {
+        let map = HashMap::try_from(map).map_err(|source| BpfError::Map {
+            name: "CONNS",
+            source,
+        })?;
+        Ok(Self { map })
+    }
+
+    /// Stops data capture for one socket, if it is still the same socket.
+    pub fn ignore(&mut self, tgid: u32, fd: i32, sk: u64) {
+        let key = ConnKey { tgid, fd: fd as u32 };
+        if let Ok(mut val) = self.map.get(&key, 0) {
+            if val.sk == sk {
+                val.state = ConnState::Ignored as u8;
+                let _ = self.map.insert(key, val, 0);
+            }
+        }
+    }
+
+    /// Removes entries whose process no longer exists. Returns how many.
+    pub fn sweep(&mut self, alive: impl Fn(u32) -> bool) -> usize {
+        let mut dead = HashSet::new();
+        let keys: Vec<ConnKey> = self.map.keys().filter_map(Result::ok).collect();
+        for key in &keys {
+            if !dead.contains(&key.tgid) && !alive(key.tgid) {
+                dead.insert(key.tgid);
+            }
+        }
+        let mut removed = 0;
+        for key in keys {
+            if dead.contains(&key.tgid) && self.map.remove(&key).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Number of entries (walks the map: for metrics, not hot paths).
+    pub fn len(&self) -> usize {
+        self.map.keys().count()
+    }
+}

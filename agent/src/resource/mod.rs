@@ -1,0 +1,1 @@
+//! Process and host resources (to be written).
