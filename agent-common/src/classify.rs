@@ -118,7 +118,12 @@ mod tests {
             b"CONNECT example.com:443 HTTP/1.1\r\n",
             b"GET http://example.com/ HTTP/1.1\r\n",
         ] {
-            assert_eq!(classify(r), Protocol::Http1, "{}", String::from_utf8_lossy(r));
+            assert_eq!(
+                classify(r),
+                Protocol::Http1,
+                "{}",
+                String::from_utf8_lossy(r)
+            );
         }
     }
 
@@ -131,7 +136,10 @@ mod tests {
 
     #[test]
     fn http2_preface() {
-        assert_eq!(classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Protocol::Http2);
+        assert_eq!(
+            classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Protocol::Http2
+        );
         assert_eq!(classify(b"PRI * HTTP/2.0"), Protocol::Unknown);
     }
 

@@ -17,8 +17,8 @@ pub use counters::Counter;
 pub use maps::{ConnKey, ConnState, ConnVal, Inflight, IoKind};
 pub use offsets::KernelOffsets;
 pub use record::{
-    CloseReason, ConnCloseRecord, ConnOpenRecord, DataFlags, DataHeader, Direction,
-    ProcExitRecord, RecordKind, Role, Syscall,
+    CloseReason, ConnCloseRecord, ConnOpenRecord, DataFlags, DataHeader, Direction, ProcExitRecord,
+    RecordKind, Role, Syscall,
 };
 
 /// Hard upper bound of the payload prefix copied per syscall. The runtime

@@ -7,9 +7,9 @@
 //! into a data record.
 
 use agent_common::{
-    ConnKey, ConnState, Counter, DataFlags, DataHeader, Inflight, IoKind, MAX_CAPTURE_BYTES,
-    MAX_IOVECS, Protocol, RecordKind, Role, Syscall, classify_prefix, record::DATA_HEADER_SIZE,
-    CLASSIFY_BYTES,
+    CLASSIFY_BYTES, ConnKey, ConnState, Counter, DataFlags, DataHeader, Inflight, IoKind,
+    MAX_CAPTURE_BYTES, MAX_IOVECS, Protocol, RecordKind, Role, Syscall, classify_prefix,
+    record::DATA_HEADER_SIZE,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
@@ -20,8 +20,8 @@ use aya_ebpf::{
 use crate::{
     conn::{self, ctx_read},
     maps::{
-        CONNS, DataScratch, EVENTS, INFLIGHT, SCRATCH, agent_tgid, capture_bytes, count,
-        count_n, ring_flags,
+        CONNS, DataScratch, EVENTS, INFLIGHT, SCRATCH, agent_tgid, capture_bytes, count, count_n,
+        ring_flags,
     },
 };
 
@@ -76,7 +76,10 @@ pub fn save_args(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
         return;
     }
     if !matches!(io, IoKind::Connect) {
-        let key = ConnKey { tgid, fd: fd as u32 };
+        let key = ConnKey {
+            tgid,
+            fd: fd as u32,
+        };
         match CONNS.get_ptr(&key) {
             // SAFETY: the pointer came from a successful lookup.
             Some(v) => {
@@ -292,9 +295,8 @@ fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64) {
     };
     let size = DATA_HEADER_SIZE + captured as usize;
     // SAFETY: size <= size_of::<DataScratch>() (captured <= MAX_CAPTURE_BYTES).
-    let bytes = unsafe {
-        core::slice::from_raw_parts((scratch as *const DataScratch).cast::<u8>(), size)
-    };
+    let bytes =
+        unsafe { core::slice::from_raw_parts((scratch as *const DataScratch).cast::<u8>(), size) };
     match EVENTS.output::<[u8]>(bytes, ring_flags()) {
         Ok(()) => {
             count(Counter::DataRecords);
@@ -363,7 +365,11 @@ fn copy_iovecs(dst: *mut u8, iov: u64, iovcnt: u64, want: u64) -> u32 {
         if chunk > 0 {
             // SAFETY: at + chunk < 2 * MAX_CAPTURE_BYTES = room in dst.
             let rc = unsafe {
-                generated::bpf_probe_read_user(dst.add(at as usize).cast(), chunk, seg[0] as *const _)
+                generated::bpf_probe_read_user(
+                    dst.add(at as usize).cast(),
+                    chunk,
+                    seg[0] as *const _,
+                )
             };
             if rc != 0 {
                 count(Counter::ReadFault);

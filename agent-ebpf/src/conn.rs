@@ -3,8 +3,8 @@
 //! tracepoint tell userspace a traced connection is over.
 
 use agent_common::{
-    CloseReason, ConnCloseRecord, ConnKey, ConnOpenRecord, ConnState, ConnVal, Counter,
-    IoKind, RecordKind, Role, Syscall,
+    CloseReason, ConnCloseRecord, ConnKey, ConnOpenRecord, ConnState, ConnVal, Counter, IoKind,
+    RecordKind, Role, Syscall,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -118,7 +118,13 @@ fn try_accept_exit(ctx: &TracePointContext) {
     if fd < 0 || fd > i64::from(i32::MAX) {
         return;
     }
-    track(ConnKey { tgid, fd: fd as u32 }, Role::Server);
+    track(
+        ConnKey {
+            tgid,
+            fd: fd as u32,
+        },
+        Role::Server,
+    );
 }
 
 #[tracepoint]
@@ -133,7 +139,13 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 pub fn connect_done(tgid: u32, fd: i32, ret: i64) {
     if (ret == 0 || ret == -EINPROGRESS) && fd >= 0 {
-        track(ConnKey { tgid, fd: fd as u32 }, Role::Client);
+        track(
+            ConnKey {
+                tgid,
+                fd: fd as u32,
+            },
+            Role::Client,
+        );
     }
 }
 

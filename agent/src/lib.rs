@@ -4,5 +4,13 @@
 
 pub mod bpf;
 pub mod capture;
+pub mod clock;
+pub mod config;
+pub mod conn;
+pub mod export;
+pub mod pipeline;
 pub mod protocol;
 pub mod resource;
+pub mod run;
+pub mod span;
+pub mod telemetry;

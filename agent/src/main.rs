@@ -1,29 +1,51 @@
-use agent::{bpf, capture};
+//! `agent`: parse the command line and configuration, set up logging, run.
 
-use std::time::Duration;
+use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("info").init();
-    let mut cap = bpf::Capture::load(&bpf::LoadOptions {
-        capture_bytes: 4096,
-        ring_bytes: 16 << 20,
-        max_connections: 65536,
-        wakeup_bytes: 0,
-    })?;
-    println!("attached {}", cap.attached);
-    let ring = cap.take_ring()?;
-    let counters = cap.take_counters()?;
-    let mut rr = capture::ring::RingReader::new(ring, Duration::from_millis(10))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(10));
-    while tokio::time::Instant::now() < deadline {
-        rr.ready().await?;
-        rr.drain(|b| match capture::Record::decode(b) {
-            Ok(capture::Record::Data(d)) => println!("DATA {:?} {:?} tgid={} fd={} sk={:x} total={} cap={} flags={} {:?}", d.direction, d.syscall, d.tgid, d.fd, d.sk, d.total_len, d.payload.len(), d.flags, String::from_utf8_lossy(&d.payload[..d.payload.len().min(60)])),
-            Ok(r) => println!("{r:?}"),
-            Err(e) => println!("ERR {e}"),
-        });
+use agent::config::{Cli, Command, Config, OtelEnv};
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli, &OtelEnv::from_process()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("agent: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        print!("{}", cfg.to_yaml());
+        return ExitCode::SUCCESS;
     }
-    for (c, v) in counters.read() { println!("{} = {}", c.name(), v); }
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_new(&cfg.log_level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => match start(cfg) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("agent: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn start(cfg: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("agent")
+        .enable_all()
+        .build()?;
+    runtime.block_on(agent::run::run(cfg))?;
     Ok(())
 }

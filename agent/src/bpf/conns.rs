@@ -24,10 +24,24 @@ impl ConnMap {
 
     /// Stops data capture for one socket, if it is still the same socket.
     pub fn ignore(&mut self, tgid: u32, fd: i32, sk: u64) {
-        let key = ConnKey { tgid, fd: fd as u32 };
+        self.set_state(tgid, fd, sk, ConnState::Ignored);
+    }
+
+    /// Returns a socket to the unclassified state: the kernel announces it
+    /// again (a new `ConnOpen`) when it next carries a message start. Used
+    /// when userspace forgets an idle connection.
+    pub fn forget(&mut self, tgid: u32, fd: i32, sk: u64) {
+        self.set_state(tgid, fd, sk, ConnState::Unknown);
+    }
+
+    fn set_state(&mut self, tgid: u32, fd: i32, sk: u64, state: ConnState) {
+        let key = ConnKey {
+            tgid,
+            fd: fd as u32,
+        };
         if let Ok(mut val) = self.map.get(&key, 0) {
             if val.sk == sk {
-                val.state = ConnState::Ignored as u8;
+                val.state = state as u8;
                 let _ = self.map.insert(key, val, 0);
             }
         }

@@ -9,6 +9,12 @@ pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
 }
 
+impl std::fmt::Debug for KernelCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelCounters").finish_non_exhaustive()
+    }
+}
+
 impl KernelCounters {
     pub(super) fn new(map: Map) -> Result<Self, BpfError> {
         let map = PerCpuArray::try_from(map).map_err(|source| BpfError::Map {

@@ -92,10 +92,20 @@ impl Capture {
             .map_err(BpfError::Load)?;
         let mut attached = 0;
         for &(program, suffix) in DATA_SYSCALLS {
-            attached += attach(&mut ebpf, program, "syscalls", &format!("sys_enter_{suffix}"))?;
+            attached += attach(
+                &mut ebpf,
+                program,
+                "syscalls",
+                &format!("sys_enter_{suffix}"),
+            )?;
         }
         for &(_, suffix) in DATA_SYSCALLS {
-            attached += attach(&mut ebpf, "sys_exit_data", "syscalls", &format!("sys_exit_{suffix}"))?;
+            attached += attach(
+                &mut ebpf,
+                "sys_exit_data",
+                "syscalls",
+                &format!("sys_exit_{suffix}"),
+            )?;
         }
         for &(program, category, name) in LIFECYCLE {
             attached += attach(&mut ebpf, program, category, name)?;
@@ -106,19 +116,31 @@ impl Capture {
 
     /// The event ring buffer (taken once).
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, BpfError> {
-        let map = self.ebpf.take_map("EVENTS").ok_or(BpfError::MissingMap("EVENTS"))?;
-        RingBuf::try_from(map).map_err(|source| BpfError::Map { name: "EVENTS", source })
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(BpfError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| BpfError::Map {
+            name: "EVENTS",
+            source,
+        })
     }
 
     /// The kernel counters (taken once).
     pub fn take_counters(&mut self) -> Result<KernelCounters, BpfError> {
-        let map = self.ebpf.take_map("COUNTERS").ok_or(BpfError::MissingMap("COUNTERS"))?;
+        let map = self
+            .ebpf
+            .take_map("COUNTERS")
+            .ok_or(BpfError::MissingMap("COUNTERS"))?;
         KernelCounters::new(map)
     }
 
     /// The connection map (taken once).
     pub fn take_conns(&mut self) -> Result<ConnMap, BpfError> {
-        let map = self.ebpf.take_map("CONNS").ok_or(BpfError::MissingMap("CONNS"))?;
+        let map = self
+            .ebpf
+            .take_map("CONNS")
+            .ok_or(BpfError::MissingMap("CONNS"))?;
         ConnMap::new(map)
     }
 }
@@ -162,12 +184,13 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<
             source,
         })?;
     }
-    prog.attach(category, name).map_err(|source| BpfError::Attach {
-        program: program.to_string(),
-        category: category.to_string(),
-        name: name.to_string(),
-        source,
-    })?;
+    prog.attach(category, name)
+        .map_err(|source| BpfError::Attach {
+            program: program.to_string(),
+            category: category.to_string(),
+            name: name.to_string(),
+            source,
+        })?;
     Ok(1)
 }
 
@@ -176,14 +199,30 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<
 fn check_formats(tracefs: &Path) -> Result<(), BpfError> {
     for &(_, suffix) in DATA_SYSCALLS {
         let enter = format!("sys_enter_{suffix}");
-        let first = if suffix == "sendfile64" { "out_fd" } else { "fd" };
+        let first = if suffix == "sendfile64" {
+            "out_fd"
+        } else {
+            "fd"
+        };
         tracefs::expect_field(tracefs, "syscalls", &enter, first, 16, 8)?;
-        tracefs::expect_field(tracefs, "syscalls", &format!("sys_exit_{suffix}"), "ret", 16, 8)?;
+        tracefs::expect_field(
+            tracefs,
+            "syscalls",
+            &format!("sys_exit_{suffix}"),
+            "ret",
+            16,
+            8,
+        )?;
     }
     tracefs::expect_field(tracefs, "syscalls", "sys_enter_close", "fd", 16, 8)?;
     tracefs::expect_field(tracefs, "syscalls", "sys_exit_accept4", "ret", 16, 8)?;
     tracefs::expect_field(tracefs, "syscalls", "sys_exit_accept", "ret", 16, 8)?;
-    for (field, off, size) in [("skaddr", 8, 8), ("oldstate", 16, 4), ("newstate", 20, 4), ("protocol", 30, 2)] {
+    for (field, off, size) in [
+        ("skaddr", 8, 8),
+        ("oldstate", 16, 4),
+        ("newstate", 20, 4),
+        ("protocol", 30, 2),
+    ] {
         tracefs::expect_field(tracefs, "sock", "inet_sock_set_state", field, off, size)?;
     }
     Ok(())

@@ -23,7 +23,9 @@ pub enum BpfError {
          CAP_SYS_ADMIN for tracefs); effective uid is {0}"
     )]
     NotRoot(u32),
-    #[error("cannot read kernel BTF at {path}: {reason} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
+    #[error(
+        "cannot read kernel BTF at {path}: {reason} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)"
+    )]
     Btf { path: String, reason: String },
     #[error("kernel BTF has no field {type_name}.{field}: unsupported kernel layout")]
     BtfField { type_name: String, field: String },

@@ -49,7 +49,11 @@ pub fn field(
     name: &str,
     field: &str,
 ) -> Result<Option<(u32, u32)>, BpfError> {
-    let path = tracefs.join("events").join(category).join(name).join("format");
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
     let text = fs::read_to_string(&path).map_err(|e| BpfError::TracepointFormat {
         category: category.to_string(),
         name: name.to_string(),

@@ -176,7 +176,8 @@ impl<'a> Record<'a> {
             RecordKind::ConnClose => {
                 let r: ConnCloseRecord = read_pod(bytes, kind)?;
                 Ok(Record::ConnClose(ConnClose {
-                    reason: CloseReason::from_u8(r.reason).ok_or(DecodeError::BadField("reason"))?,
+                    reason: CloseReason::from_u8(r.reason)
+                        .ok_or(DecodeError::BadField("reason"))?,
                     old_tcp_state: r.old_tcp_state,
                     tgid: r.tgid,
                     fd: r.fd,
@@ -202,8 +203,7 @@ mod tests {
     fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a repr(C) POD value with no padding
         // holes (explicit _pad fields).
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     #[test]
@@ -237,7 +237,10 @@ mod tests {
     #[test]
     fn bad_records_are_errors_not_panics() {
         assert_eq!(Record::decode(&[]).unwrap_err(), DecodeError::Empty);
-        assert_eq!(Record::decode(&[99]).unwrap_err(), DecodeError::UnknownKind(99));
+        assert_eq!(
+            Record::decode(&[99]).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
         assert!(matches!(
             Record::decode(&[1, 1, 1]).unwrap_err(),
             DecodeError::Short { .. }

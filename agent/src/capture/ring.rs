@@ -22,10 +22,11 @@ impl RingReader {
     pub fn new(ring: RingBuf<MapData>, poll_interval: Duration) -> std::io::Result<Self> {
         let mut poll = tokio::time::interval(poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ok(Self {
-            fd: AsyncFd::new(ring)?,
-            poll,
-        })
+        // SAFETY: the RingBuf owns its map fd, which stays open and the same
+        // for as long as the RingBuf lives inside the AsyncFd.
+        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Self { fd, poll })
     }
 
     /// Waits until records may be available (wakeup or poll tick).

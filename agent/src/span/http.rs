@@ -1,0 +1,315 @@
+//! HTTP exchange → span, per the stable OpenTelemetry HTTP semantic
+//! conventions (v1.26+ names).
+
+use std::{net::IpAddr, sync::Arc};
+
+use opentelemetry::KeyValue;
+
+use super::{
+    context::{TraceParent, new_span_id, new_trace_id},
+    model::{Correlation, SpanKind, SpanRecord, SpanStatus},
+    redact::{Redactor, cut, strip_userinfo},
+};
+use crate::{
+    clock::Clock,
+    protocol::http1::{
+        parser::{Head, Method},
+        session::{HttpExchange, Outcome},
+    },
+    resource::ProcessResource,
+};
+
+/// The connection an exchange happened on, from the traced process's side.
+pub struct ConnContext<'a> {
+    pub kind: SpanKind,
+    pub netns: u32,
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    pub resource: &'a Arc<ProcessResource>,
+}
+
+/// Longest `user_agent.original` / `url.full` exported.
+const MAX_VALUE_LEN: usize = 1024;
+
+/// Methods the conventions know; others are reported as `_OTHER`.
+fn method_attrs(method: Option<&Method>, attrs: &mut Vec<KeyValue>) -> &'static str {
+    let known = match method {
+        Some(Method::Get) => "GET",
+        Some(Method::Head) => "HEAD",
+        Some(Method::Post) => "POST",
+        Some(Method::Put) => "PUT",
+        Some(Method::Delete) => "DELETE",
+        Some(Method::Connect) => "CONNECT",
+        Some(Method::Options) => "OPTIONS",
+        Some(Method::Trace) => "TRACE",
+        Some(Method::Patch) => "PATCH",
+        Some(Method::Other(m)) => {
+            attrs.push(KeyValue::new("http.request.method", "_OTHER"));
+            attrs.push(KeyValue::new(
+                "http.request.method_original",
+                cut(m, 64).to_string(),
+            ));
+            return "HTTP";
+        }
+        None => {
+            attrs.push(KeyValue::new("http.request.method", "_OTHER"));
+            return "HTTP";
+        }
+    };
+    attrs.push(KeyValue::new("http.request.method", known));
+    known
+}
+
+/// Splits a request target into (path, query, authority for absolute form).
+fn split_target(target: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (authority, rest) = match target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    {
+        Some(after_scheme) => match after_scheme.find('/') {
+            Some(i) => (Some(&after_scheme[..i]), &after_scheme[i..]),
+            None => (Some(after_scheme), "/"),
+        },
+        None => (None, target),
+    };
+    let rest = rest.split('#').next().unwrap_or(rest);
+    match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query), authority),
+        None => (rest, None, authority),
+    }
+}
+
+/// `host[:port]` → (host, port); IPv6 literals keep no brackets.
+fn split_authority(authority: &str) -> (&str, Option<u16>) {
+    let authority = strip_userinfo(authority);
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some((host, after)) = rest.split_once(']') {
+            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (host, port);
+        }
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, port.parse().ok()),
+        _ => (authority, None),
+    }
+}
+
+fn version(head: &Head) -> &'static str {
+    if head.version_minor == 0 {
+        "1.0"
+    } else {
+        "1.1"
+    }
+}
+
+fn ip_string(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+/// Builds the span of one exchange.
+pub fn exchange_span(
+    ex: &HttpExchange,
+    conn: &ConnContext<'_>,
+    redactor: &Redactor,
+    clock: &Clock,
+) -> SpanRecord {
+    let req = &ex.request;
+    let mut attrs = Vec::with_capacity(14);
+    let method = method_attrs(req.method.as_ref(), &mut attrs);
+    let target = req.target.as_deref().unwrap_or("");
+    let (path, query, target_authority) = split_target(target);
+    let authority = target_authority.or(req.host.as_deref());
+
+    attrs.push(KeyValue::new("network.protocol.version", version(req)));
+    attrs.push(KeyValue::new(
+        "network.peer.address",
+        ip_string(conn.remote.0),
+    ));
+    attrs.push(KeyValue::new("network.peer.port", i64::from(conn.remote.1)));
+    if let Some(ua) = &req.user_agent {
+        attrs.push(KeyValue::new(
+            "user_agent.original",
+            cut(ua, MAX_VALUE_LEN).to_string(),
+        ));
+    }
+
+    match conn.kind {
+        SpanKind::Server => {
+            attrs.push(KeyValue::new("url.scheme", "http"));
+            attrs.push(KeyValue::new(
+                "url.path",
+                cut(path, MAX_VALUE_LEN).to_string(),
+            ));
+            if let Some(q) = query {
+                attrs.push(KeyValue::new("url.query", redactor.query(q)));
+            }
+            let (host, port) = match authority {
+                Some(a) => {
+                    let (h, p) = split_authority(a);
+                    (h.to_string(), p.unwrap_or(80))
+                }
+                None => (ip_string(conn.local.0), conn.local.1),
+            };
+            attrs.push(KeyValue::new("server.address", host));
+            attrs.push(KeyValue::new("server.port", i64::from(port)));
+            attrs.push(KeyValue::new("client.address", ip_string(conn.remote.0)));
+            attrs.push(KeyValue::new("client.port", i64::from(conn.remote.1)));
+        }
+        SpanKind::Client => {
+            let (host, port, authority) = match authority {
+                Some(a) => {
+                    let a = strip_userinfo(a);
+                    let (h, p) = split_authority(a);
+                    (h.to_string(), p.unwrap_or(80), a.to_string())
+                }
+                None => {
+                    let h = ip_string(conn.remote.0);
+                    let authority = match conn.remote.0 {
+                        IpAddr::V6(_) => format!("[{h}]:{}", conn.remote.1),
+                        IpAddr::V4(_) => format!("{h}:{}", conn.remote.1),
+                    };
+                    (h, conn.remote.1, authority)
+                }
+            };
+            let mut url = format!("http://{authority}{path}");
+            if let Some(q) = query {
+                url.push('?');
+                url.push_str(&redactor.query(q));
+            }
+            attrs.push(KeyValue::new(
+                "url.full",
+                cut(&url, MAX_VALUE_LEN).to_string(),
+            ));
+            attrs.push(KeyValue::new("server.address", host));
+            attrs.push(KeyValue::new("server.port", i64::from(port)));
+        }
+    }
+
+    let status_code = ex.response.as_ref().and_then(|r| r.status);
+    if let Some(code) = status_code {
+        attrs.push(KeyValue::new("http.response.status_code", i64::from(code)));
+    }
+    let status = span_status(conn.kind, status_code, ex.outcome, &mut attrs);
+
+    let (trace_id, parent_span_id, parent_is_remote, trace_flags) =
+        match req.traceparent.as_deref().and_then(TraceParent::parse) {
+            Some(tp) => (tp.trace_id, tp.parent_id, true, tp.flags),
+            None => (new_trace_id(), [0; 8], false, 1),
+        };
+    let trace_state = req
+        .traceparent
+        .as_ref()
+        .and(req.tracestate.as_deref())
+        .map(|s| cut(s, 512).to_string());
+
+    SpanRecord {
+        trace_id,
+        span_id: new_span_id(),
+        parent_span_id,
+        parent_is_remote,
+        trace_flags,
+        trace_state,
+        kind: conn.kind,
+        name: method.to_string(),
+        start_unix_ns: clock.unix_ns(ex.start_ns),
+        end_unix_ns: clock.unix_ns(ex.end_ns),
+        attributes: attrs,
+        status,
+        resource: Arc::clone(conn.resource),
+        correlation: Correlation {
+            netns: conn.netns,
+            local: conn.local,
+            remote: conn.remote,
+            seq: ex.seq,
+            tid: ex.tid,
+        },
+    }
+}
+
+/// Span status and `error.type` per the conventions: server spans fail on
+/// 5xx, client spans on 4xx and 5xx; transport-level failures name
+/// themselves.
+fn span_status(
+    kind: SpanKind,
+    status_code: Option<u16>,
+    outcome: Outcome,
+    attrs: &mut Vec<KeyValue>,
+) -> SpanStatus {
+    let transport_error = match outcome {
+        Outcome::Timeout => Some(("timeout", "no response before the request timeout")),
+        Outcome::ConnectionClosed => Some((
+            "connection_closed",
+            "the connection closed before the response completed",
+        )),
+        Outcome::Complete | Outcome::Truncated => None,
+    };
+    if let Some((error_type, description)) = transport_error {
+        attrs.push(KeyValue::new("error.type", error_type));
+        return SpanStatus::Error {
+            description: description.to_string(),
+        };
+    }
+    let threshold = match kind {
+        SpanKind::Server => 500,
+        SpanKind::Client => 400,
+    };
+    match status_code {
+        Some(code) if code >= threshold => {
+            attrs.push(KeyValue::new("error.type", code.to_string()));
+            SpanStatus::Error {
+                description: String::new(),
+            }
+        }
+        _ => SpanStatus::Unset,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(split_target("/a/b?x=1"), ("/a/b", Some("x=1"), None));
+        assert_eq!(split_target("/a#frag"), ("/a", None, None));
+        assert_eq!(
+            split_target("http://h:8080/p?q"),
+            ("/p", Some("q"), Some("h:8080"))
+        );
+        assert_eq!(split_target("http://h"), ("/", None, Some("h")));
+        assert_eq!(split_target("*"), ("*", None, None));
+    }
+
+    #[test]
+    fn authorities() {
+        assert_eq!(
+            split_authority("example.com:8080"),
+            ("example.com", Some(8080))
+        );
+        assert_eq!(split_authority("example.com"), ("example.com", None));
+        assert_eq!(split_authority("[::1]:80"), ("::1", Some(80)));
+        assert_eq!(split_authority("u:p@h:1"), ("h", Some(1)));
+        assert_eq!(split_authority("::1"), ("::1", None));
+    }
+
+    #[test]
+    fn statuses() {
+        let mut a = vec![];
+        assert_eq!(
+            span_status(SpanKind::Server, Some(404), Outcome::Complete, &mut a),
+            SpanStatus::Unset
+        );
+        assert!(a.is_empty());
+        assert!(matches!(
+            span_status(SpanKind::Client, Some(404), Outcome::Complete, &mut a),
+            SpanStatus::Error { .. }
+        ));
+        assert_eq!(a[0].value.as_str(), "404");
+        let mut a = vec![];
+        assert!(matches!(
+            span_status(SpanKind::Server, None, Outcome::Timeout, &mut a),
+            SpanStatus::Error { .. }
+        ));
+        assert_eq!(a[0].value.as_str(), "timeout");
+    }
+}

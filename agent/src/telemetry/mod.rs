@@ -1,0 +1,8 @@
+//! The agent's own telemetry: Prometheus metrics about itself (events,
+//! losses, parse errors, spans) and the HTTP endpoint serving them with the
+//! health checks.
+
+pub mod metrics;
+pub mod server;
+
+pub use metrics::Metrics;
