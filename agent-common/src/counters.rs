@@ -29,9 +29,11 @@ pub enum Counter {
     ProcRecords = 9,
     /// Iovecs beyond `MAX_IOVECS` that were not copied.
     IovecsSkipped = 10,
+    /// Process snapshot records written.
+    ProcInfoRecords = 11,
 }
 
-pub const COUNTER_COUNT: u32 = 11;
+pub const COUNTER_COUNT: u32 = 12;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -46,6 +48,7 @@ impl Counter {
         Counter::PayloadBytes,
         Counter::ProcRecords,
         Counter::IovecsSkipped,
+        Counter::ProcInfoRecords,
     ];
 
     /// Name of the counter in the agent's metrics.
@@ -62,6 +65,7 @@ impl Counter {
             Counter::PayloadBytes => "payload_bytes",
             Counter::ProcRecords => "proc_records",
             Counter::IovecsSkipped => "iovecs_skipped",
+            Counter::ProcInfoRecords => "proc_info_records",
         }
     }
 

@@ -18,7 +18,7 @@ pub use maps::{ConnKey, ConnState, ConnVal, Inflight, IoKind};
 pub use offsets::KernelOffsets;
 pub use record::{
     CloseReason, ConnCloseRecord, ConnOpenRecord, DataFlags, DataHeader, Direction, ProcExitRecord,
-    RecordKind, Role, Syscall,
+    ProcInfoFlags, ProcInfoHeader, RecordKind, Role, Syscall,
 };
 
 /// Hard upper bound of the payload prefix copied per syscall. The runtime
@@ -38,6 +38,10 @@ pub const CLASSIFY_BYTES: usize = 16;
 
 /// Maximum number of iovecs copied from one readv/writev/recvmsg/sendmsg.
 pub const MAX_IOVECS: usize = 8;
+
+/// Capacity of the kernel's set of processes already described to
+/// userspace (an LRU: an evicted process is described again).
+pub const MAX_PROCS_SEEN: u32 = 16_384;
 
 /// Default size of the event ring buffer (bytes, power of two).
 pub const DEFAULT_RING_BYTES: u32 = 16 * 1024 * 1024;

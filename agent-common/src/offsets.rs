@@ -48,9 +48,19 @@ pub struct KernelOffsets {
     pub sk_net: u32,
     /// `net.ns.inum`
     pub net_ns_inum: u32,
+    /// `task_struct.mm`
+    pub task_mm: u32,
+    /// `mm_struct.arg_start` (the next field, `arg_end`, is read too)
+    pub mm_arg_start: u32,
+    /// `mm_struct.arg_end`
+    pub mm_arg_end: u32,
+    /// `mm_struct.env_start`
+    pub mm_env_start: u32,
+    /// `mm_struct.env_end`
+    pub mm_env_end: u32,
     /// Offset of `group_dead` in the `sched_process_exit` tracepoint
     /// record, or 0 when this kernel's record has no such field.
     pub exit_group_dead: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 100);

@@ -17,6 +17,10 @@ pub enum RecordKind {
     ConnClose = 3,
     /// [`ProcExitRecord`]: a process (thread group) exited.
     ProcExit = 4,
+    /// [`ProcInfoHeader`] + command line + environment: a snapshot of a
+    /// process taken when its first connection is announced, so even a
+    /// process that exits at once gets its resource attributes.
+    ProcInfo = 5,
 }
 
 impl RecordKind {
@@ -26,6 +30,7 @@ impl RecordKind {
             2 => Some(Self::ConnOpen),
             3 => Some(Self::ConnClose),
             4 => Some(Self::ProcExit),
+            5 => Some(Self::ProcInfo),
             _ => None,
         }
     }
@@ -275,3 +280,41 @@ pub struct ProcExitRecord {
 }
 
 const _: () = assert!(core::mem::size_of::<ProcExitRecord>() == 16);
+
+/// Header of a [`RecordKind::ProcInfo`] record, followed by `cmdline_len`
+/// bytes of `/proc/PID/cmdline` (NUL-separated) and `environ_len` bytes of
+/// the initial environment (NUL-separated), both prefixes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcInfoHeader {
+    /// [`RecordKind::ProcInfo`].
+    pub kind: u8,
+    /// [`ProcInfoFlags`] bits.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    pub tgid: u32,
+    pub ts_ns: u64,
+    /// `bpf_get_current_cgroup_id()` (cgroup v2 id of the process).
+    pub cgroup_id: u64,
+    pub cmdline_len: u32,
+    pub environ_len: u32,
+    pub comm: [u8; 16],
+}
+
+pub const PROC_INFO_HEADER_SIZE: usize = 48;
+const _: () = assert!(core::mem::size_of::<ProcInfoHeader>() == PROC_INFO_HEADER_SIZE);
+
+/// Bit flags of [`ProcInfoHeader::flags`].
+pub struct ProcInfoFlags;
+
+impl ProcInfoFlags {
+    /// The command line was longer than what was copied.
+    pub const CMDLINE_TRUNCATED: u8 = 1 << 0;
+    /// The environment was longer than what was copied.
+    pub const ENVIRON_TRUNCATED: u8 = 1 << 1;
+}
+
+/// Bytes of the command line copied into a process snapshot.
+pub const MAX_PROC_CMDLINE: usize = 1024;
+/// Bytes of the environment copied into a process snapshot.
+pub const MAX_PROC_ENVIRON: usize = 8192;

@@ -49,6 +49,7 @@ pub fn track(key: ConnKey, role: Role) -> bool {
 /// and the next data syscall tries again).
 #[inline(always)]
 pub fn announce(key: ConnKey, conn: &ConnVal, protocol: u8, pid_tgid: u64) -> bool {
+    crate::proc::describe_current(key.tgid);
     let Some(mut entry) = EVENTS.reserve::<ConnOpenRecord>(0) else {
         count(Counter::RingbufFull);
         return false;

@@ -2,13 +2,14 @@
 
 use agent_common::{
     ConnKey, ConnVal, Counter, DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNS, DEFAULT_RING_BYTES,
-    Inflight, KernelOffsets, MAX_CAPTURE_BYTES, MAX_INFLIGHT, counters::COUNTER_COUNT,
-    record::DataHeader,
+    Inflight, KernelOffsets, MAX_CAPTURE_BYTES, MAX_INFLIGHT, MAX_PROCS_SEEN, ProcInfoHeader,
+    counters::COUNTER_COUNT,
+    record::{DataHeader, MAX_PROC_ENVIRON},
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// Every record for userspace: data, connection open/close, process exit.
@@ -41,6 +42,21 @@ pub struct DataScratch {
 
 #[map]
 pub static SCRATCH: PerCpuArray<DataScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Processes already described to userspace (a `ProcInfo` record), so each
+/// is described once. An LRU: an evicted process is described again.
+#[map]
+pub static PROCS_SEEN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_PROCS_SEEN, 0);
+
+/// Room for one process snapshot: header, command line and environment.
+#[repr(C)]
+pub struct ProcScratch {
+    pub header: ProcInfoHeader,
+    pub data: [u8; 2 * MAX_PROC_ENVIRON],
+}
+
+#[map]
+pub static PROC_SCRATCH: PerCpuArray<ProcScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Loss and work counters, indexed by [`Counter`].
 #[map]
@@ -81,6 +97,11 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     sk_v6_daddr: 0,
     sk_net: 0,
     net_ns_inum: 0,
+    task_mm: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    mm_env_start: 0,
+    mm_env_end: 0,
     exit_group_dead: 0,
 };
 

@@ -505,7 +505,16 @@ fn parse_file(text: &str) -> Result<FileConfig, String> {
     if text.trim().is_empty() {
         return Ok(FileConfig::default());
     }
-    serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
 }
 
 fn resolve_export(
@@ -687,12 +696,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{e}");
-        let e = resolve(
-            Flags::default(),
-            "http:\n  request_timeout: soon\n",
-            OtelEnv::default(),
-        );
-        assert!(e.is_err() || parse_file("http:\n  request_timeout: soon\n").is_err());
+        let e = parse_file("http:\n  request_timeout: soon\n").unwrap_err();
+        assert!(e.starts_with("http.request_timeout:"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use agent_common::Role;
 
 use crate::{
     bpf::conns::ConnMap,
-    capture::{ConnClose, ConnOpen, DataEvent, ProcExit, Record},
+    capture::{ConnClose, ConnOpen, DataEvent, ProcExit, ProcInfo, Record},
     clock::{Clock, monotonic_ns},
     config::Config,
     conn::{Conn, ConnTable, own_sockets::OwnSockets},
@@ -22,7 +22,7 @@ use crate::{
         parser::{Limits, MessageKind},
         session::{EventTimes, Http1Session, HttpExchange, Outcome},
     },
-    resource::ResourceCache,
+    resource::{ProcessSnapshot, ResourceCache},
     span::{
         SpanKind,
         http::{ConnContext, exchange_span},
@@ -102,6 +102,7 @@ impl Pipeline {
             Record::ConnOpen(_) => "conn_open",
             Record::ConnClose(_) => "conn_close",
             Record::ProcExit(_) => "proc_exit",
+            Record::ProcInfo(_) => "proc_info",
         };
         self.metrics.events_read.with_label_values(&[kind]).inc();
         match record {
@@ -109,7 +110,24 @@ impl Pipeline {
             Record::ConnOpen(c) => self.on_open(c),
             Record::ConnClose(c) => self.on_close(&c),
             Record::ProcExit(p) => self.on_exit(&p),
+            Record::ProcInfo(p) => self.on_proc_info(&p),
         }
+    }
+
+    /// The kernel describes a process before its first connection: resolve
+    /// its resource now, while it surely exists, with the snapshot as a
+    /// fallback for what /proc no longer has.
+    fn on_proc_info(&mut self, p: &ProcInfo<'_>) {
+        let snapshot = ProcessSnapshot {
+            comm: String::from_utf8_lossy(p.comm).into_owned(),
+            cmdline: p.cmdline.to_vec(),
+            environ: p.environ.to_vec(),
+            environ_truncated: p.environ_truncated,
+        };
+        self.resources.observe(p.tgid, &snapshot);
+        self.metrics
+            .processes_cached
+            .set(self.resources.len() as i64);
     }
 
     fn on_open(&mut self, open: ConnOpen) {

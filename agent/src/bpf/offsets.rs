@@ -41,6 +41,11 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, BpfError> {
         sk_v6_daddr: f("sock", "__sk_common")? + sk("skc_v6_daddr")?,
         sk_net: f("sock", "__sk_common")? + sk("skc_net")?,
         net_ns_inum: f("net", "ns")? + f("ns_common", "inum")?,
+        task_mm: f("task_struct", "mm")?,
+        mm_arg_start: f("mm_struct", "arg_start")?,
+        mm_arg_end: f("mm_struct", "arg_end")?,
+        mm_env_start: f("mm_struct", "env_start")?,
+        mm_env_end: f("mm_struct", "env_end")?,
         exit_group_dead: 0,
     })
 }

@@ -7,4 +7,4 @@
 pub mod record;
 pub mod ring;
 
-pub use record::{ConnClose, ConnOpen, DataEvent, ProcExit, Record};
+pub use record::{ConnClose, ConnOpen, DataEvent, ProcExit, ProcInfo, Record};

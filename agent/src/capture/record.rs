@@ -4,7 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
     AF_INET, AF_INET6, CloseReason, ConnCloseRecord, ConnOpenRecord, DataFlags, DataHeader,
-    Direction, ProcExitRecord, Protocol, RecordKind, Role, Syscall, record::DATA_HEADER_SIZE,
+    Direction, ProcExitRecord, ProcInfoFlags, ProcInfoHeader, Protocol, RecordKind, Role, Syscall,
+    record::{DATA_HEADER_SIZE, PROC_INFO_HEADER_SIZE},
 };
 
 /// One decoded record. Data payloads borrow the ring buffer.
@@ -14,6 +15,7 @@ pub enum Record<'a> {
     ConnOpen(ConnOpen),
     ConnClose(ConnClose),
     ProcExit(ProcExit),
+    ProcInfo(ProcInfo<'a>),
 }
 
 /// Bytes one syscall moved on a traced socket.
@@ -74,6 +76,22 @@ pub struct ConnClose {
     pub fd: i32,
     pub sk: u64,
     pub ts_ns: u64,
+}
+
+/// A snapshot of a process, taken in its own context when its first
+/// connection was announced.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcInfo<'a> {
+    pub tgid: u32,
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    pub comm: &'a [u8],
+    /// NUL-separated arguments (a prefix).
+    pub cmdline: &'a [u8],
+    pub cmdline_truncated: bool,
+    /// NUL-separated `KEY=value` entries (a prefix).
+    pub environ: &'a [u8],
+    pub environ_truncated: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +201,28 @@ impl<'a> Record<'a> {
                     fd: r.fd,
                     sk: r.sk,
                     ts_ns: r.ts_ns,
+                }))
+            }
+            RecordKind::ProcInfo => {
+                let h: ProcInfoHeader = read_pod(bytes, kind)?;
+                let body = &bytes[PROC_INFO_HEADER_SIZE..];
+                let (c, e) = (h.cmdline_len as usize, h.environ_len as usize);
+                if c.saturating_add(e) > body.len() {
+                    return Err(DecodeError::PayloadLength {
+                        claimed: c.saturating_add(e),
+                        carried: body.len(),
+                    });
+                }
+                let comm_len = h.comm.iter().position(|&b| b == 0).unwrap_or(h.comm.len());
+                Ok(Record::ProcInfo(ProcInfo {
+                    tgid: h.tgid,
+                    ts_ns: h.ts_ns,
+                    cgroup_id: h.cgroup_id,
+                    comm: &bytes[PROC_INFO_HEADER_SIZE - 16..PROC_INFO_HEADER_SIZE - 16 + comm_len],
+                    cmdline: &body[..c],
+                    cmdline_truncated: h.flags & ProcInfoFlags::CMDLINE_TRUNCATED != 0,
+                    environ: &body[c..c + e],
+                    environ_truncated: h.flags & ProcInfoFlags::ENVIRON_TRUNCATED != 0,
                 }))
             }
             RecordKind::ProcExit => {

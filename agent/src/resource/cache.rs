@@ -7,7 +7,7 @@ use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 
 use super::process::read_start_time;
-use super::{HostInfo, HostPaths, ProcessInfo, ResourceError, keys};
+use super::{HostInfo, HostPaths, ProcessInfo, ProcessSnapshot, ResourceError, keys};
 
 /// Default number of processes a [`ResourceCache`] holds.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -162,6 +162,26 @@ impl ResourceCache {
             tracing::debug!(pid, %error, "process unreadable, using its comm as resource");
             ProcessInfo::fallback(pid, fallback_comm)
         });
+        self.insert(info)
+    }
+
+    /// Describes `pid` with `/proc` completed by the kernel's snapshot (or
+    /// the snapshot alone when the process is already gone). Called when
+    /// the kernel first announces a process; replaces a cached fallback.
+    pub fn observe(&mut self, pid: u32, snapshot: &ProcessSnapshot) -> Arc<ProcessResource> {
+        if let Some(entry) = self.entries.get(&pid) {
+            if !entry.resource.info.is_fallback() {
+                return self.touch(pid).expect("cached");
+            }
+        }
+        self.stats.misses += 1;
+        let info = match self.load(pid) {
+            Ok(mut info) => {
+                info.complete_from(snapshot);
+                info
+            }
+            Err(_) => ProcessInfo::from_snapshot(pid, snapshot),
+        };
         self.insert(info)
     }
 

@@ -48,7 +48,8 @@ pub use container::{cgroup_path, container_id_from_cgroup, container_id_from_mou
 pub use host::HostInfo;
 pub use otel_env::{MAX_EXTRA_ATTRIBUTES, MAX_KEY_LEN, MAX_VALUE_LEN, OtelEnv, percent_decode};
 pub use process::{
-    MAX_COMMAND_LINE_LEN, MAX_ENVIRON_LEN, ProcessInfo, ServiceNameSource, read_start_time,
+    MAX_COMMAND_LINE_LEN, MAX_ENVIRON_LEN, ProcessInfo, ProcessSnapshot, ServiceNameSource,
+    read_start_time,
 };
 
 /// Why a process (or host) file could not be read.

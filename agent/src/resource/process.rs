@@ -264,15 +264,7 @@ impl ProcDir {
     /// The arguments, NUL-separated in the file, joined by spaces.
     fn command_line(&self) -> Option<String> {
         let head = read_head(&self.file("cmdline"), MAX_COMMAND_LINE_LEN).ok()?;
-        let bytes = head.bytes.strip_suffix(b"\0").unwrap_or(&head.bytes);
-        let joined: Vec<u8> = bytes
-            .iter()
-            .map(|&b| if b == 0 { b' ' } else { b })
-            .collect();
-        let mut line = String::from_utf8_lossy(&joined).trim_end().to_owned();
-        // Lossy decoding may have grown the text past the bound.
-        truncate_at_char_boundary(&mut line, MAX_COMMAND_LINE_LEN);
-        (!line.is_empty()).then_some(line)
+        join_command_line(&head.bytes)
     }
 
     /// The OpenTelemetry variables of the process's initial environment.
@@ -302,6 +294,82 @@ impl ProcDir {
         let status = self.text("status", MAX_STATUS_LEN)?;
         let ids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
         ids.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+/// NUL-separated arguments joined by spaces, bounded; `None` when empty.
+fn join_command_line(bytes: &[u8]) -> Option<String> {
+    let bytes = &bytes[..bytes.len().min(MAX_COMMAND_LINE_LEN)];
+    let bytes = bytes.strip_suffix(b"\0").unwrap_or(bytes);
+    let joined: Vec<u8> = bytes
+        .iter()
+        .map(|&b| if b == 0 { b' ' } else { b })
+        .collect();
+    let mut line = String::from_utf8_lossy(&joined).trim_end().to_owned();
+    // Lossy decoding may have grown the text past the bound.
+    truncate_at_char_boundary(&mut line, MAX_COMMAND_LINE_LEN);
+    (!line.is_empty()).then_some(line)
+}
+
+/// What the kernel copied from a process when its first connection was
+/// announced: enough to describe a process that exits before `/proc` is
+/// read (a `curl` in a script).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessSnapshot {
+    pub comm: String,
+    /// NUL-separated arguments (a prefix).
+    pub cmdline: Vec<u8>,
+    /// NUL-separated `KEY=value` entries (a prefix).
+    pub environ: Vec<u8>,
+    pub environ_truncated: bool,
+}
+
+impl ProcessInfo {
+    /// The info of a process known only from its kernel snapshot.
+    pub fn from_snapshot(pid: u32, snap: &ProcessSnapshot) -> Self {
+        let command_line = join_command_line(&snap.cmdline);
+        let argv0 = snap.cmdline.split(|&b| b == 0).next().unwrap_or_default();
+        let argv0 = String::from_utf8_lossy(argv0);
+        let executable_name = base_name(&argv0)
+            .filter(|name| !name.starts_with('-'))
+            .map_or_else(|| snap.comm.clone(), str::to_owned);
+        let env = OtelEnv::from_environ(&snap.environ, snap.environ_truncated);
+        let (service_name, service_name_source) = choose_service_name(&env, &executable_name);
+        Self {
+            pid,
+            start_time: None,
+            comm: snap.comm.clone(),
+            executable_name,
+            executable_path: None,
+            command_line,
+            uid: None,
+            owner: None,
+            service_name,
+            service_name_source,
+            extra_attributes: env.attributes,
+            container_id: None,
+            cgroup_path: None,
+        }
+    }
+
+    /// Fills what `/proc` could not give (a zombie has an empty cmdline
+    /// and environment) from the kernel snapshot.
+    pub fn complete_from(&mut self, snap: &ProcessSnapshot) {
+        if self.command_line.is_none() {
+            self.command_line = join_command_line(&snap.cmdline);
+        }
+        if matches!(
+            self.service_name_source,
+            ServiceNameSource::Executable | ServiceNameSource::Fallback
+        ) {
+            let env = OtelEnv::from_environ(&snap.environ, snap.environ_truncated);
+            let (name, source) = choose_service_name(&env, &self.executable_name);
+            if source != ServiceNameSource::Executable {
+                self.service_name = name;
+                self.service_name_source = source;
+                self.extra_attributes = env.attributes;
+            }
+        }
     }
 }
 
@@ -634,5 +702,37 @@ mod tests {
         assert_eq!(user_name(&passwd, 0).as_deref(), Some("root"));
         assert_eq!(user_name(&passwd, 33).as_deref(), Some("www-data"));
         assert_eq!(user_name(&passwd, 4242), None);
+    }
+
+    #[test]
+    fn snapshot_of_a_vanished_process() {
+        let snap = ProcessSnapshot {
+            comm: "curl".into(),
+            cmdline: b"/usr/bin/curl\0-s\0http://x/\0".to_vec(),
+            environ: b"HOME=/root\0OTEL_SERVICE_NAME=batch-job\0".to_vec(),
+            environ_truncated: false,
+        };
+        let info = ProcessInfo::from_snapshot(42, &snap);
+        assert_eq!(info.executable_name, "curl");
+        assert_eq!(
+            info.command_line.as_deref(),
+            Some("/usr/bin/curl -s http://x/")
+        );
+        assert_eq!(info.service_name, "batch-job");
+        assert_eq!(info.service_name_source, ServiceNameSource::ServiceNameVar);
+    }
+
+    #[test]
+    fn snapshot_completes_a_zombie() {
+        let mut info = read(3001);
+        let snap = ProcessSnapshot {
+            comm: info.comm.clone(),
+            cmdline: b"worker\0--once\0".to_vec(),
+            environ: b"OTEL_RESOURCE_ATTRIBUTES=service.name=jobs,service.version=2\0".to_vec(),
+            environ_truncated: false,
+        };
+        info.complete_from(&snap);
+        assert_eq!(info.command_line.as_deref(), Some("worker --once"));
+        assert_eq!(info.service_name, "jobs");
     }
 }
