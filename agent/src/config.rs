@@ -553,13 +553,13 @@ fn resolve_export(
             .as_deref()
             .map(|b| signal_url(b, protocol))
     };
-    if let Some(url) = &traces_endpoint {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(invalid(
-                "export.otlp.endpoint",
-                format!("{url:?} must start with http:// or https://"),
-            ));
-        }
+    if let Some(url) = &traces_endpoint
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(invalid(
+            "export.otlp.endpoint",
+            format!("{url:?} must start with http:// or https://"),
+        ));
     }
     let have_endpoint = traces_endpoint.is_some() || env_has_endpoint;
     let mode = match flags.export.or(file.mode).unwrap_or(ExportMode::Auto) {

@@ -179,11 +179,11 @@ impl Pipeline {
             let Some(kind) = conn.span_kind(d.direction, d.payload) else {
                 return;
             };
-            conn.http1 = Some(Http1Session::new(
+            conn.http1 = Some(Box::new(Http1Session::new(
                 kind == SpanKind::Server,
                 self.limits,
                 self.max_pending,
-            ));
+            )));
             conn.role = match kind {
                 SpanKind::Server => Role::Server,
                 SpanKind::Client => Role::Client,
@@ -266,8 +266,7 @@ impl Pipeline {
                 };
                 session.expire(now, timeout, exchanges);
                 emit_spans(conn, exchanges, redactor, clock, queue, metrics);
-                let keep =
-                    !(conn.http1.as_ref().is_some_and(Http1Session::is_idle) && idle_for >= idle);
+                let keep = !(conn.http1.as_ref().is_some_and(|s| s.is_idle()) && idle_for >= idle);
                 if !keep {
                     forget.push((tgid, conn.fd, sk));
                 }

@@ -17,7 +17,7 @@ impl ConnMap {
     pub(super) fn new(map: Map) -> Result<Self, BpfError> {
         let map = HashMap::try_from(map).map_err(|source| BpfError::Map {
             name: "CONNS",
-            source,
+            source: Box::new(source),
         })?;
         Ok(Self { map })
     }
@@ -39,11 +39,11 @@ impl ConnMap {
             tgid,
             fd: fd as u32,
         };
-        if let Ok(mut val) = self.map.get(&key, 0) {
-            if val.sk == sk {
-                val.state = state as u8;
-                let _ = self.map.insert(key, val, 0);
-            }
+        if let Ok(mut val) = self.map.get(&key, 0)
+            && val.sk == sk
+        {
+            val.state = state as u8;
+            let _ = self.map.insert(key, val, 0);
         }
     }
 
@@ -63,10 +63,5 @@ impl ConnMap {
             }
         }
         removed
-    }
-
-    /// Number of entries (walks the map: for metrics, not hot paths).
-    pub fn len(&self) -> usize {
-        self.map.keys().count()
     }
 }

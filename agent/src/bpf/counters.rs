@@ -19,7 +19,7 @@ impl KernelCounters {
     pub(super) fn new(map: Map) -> Result<Self, BpfError> {
         let map = PerCpuArray::try_from(map).map_err(|source| BpfError::Map {
             name: "COUNTERS",
-            source,
+            source: Box::new(source),
         })?;
         Ok(Self { map })
     }

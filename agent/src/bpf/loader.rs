@@ -89,7 +89,7 @@ impl Capture {
             .map_max_entries("CONNS", opts.max_connections)
             .map_max_entries("SK_TRACED", opts.max_connections)
             .load(OBJECT)
-            .map_err(BpfError::Load)?;
+            .map_err(|e| BpfError::Load(Box::new(e)))?;
         let mut attached = 0;
         for &(program, suffix) in DATA_SYSCALLS {
             attached += attach(
@@ -122,7 +122,7 @@ impl Capture {
             .ok_or(BpfError::MissingMap("EVENTS"))?;
         RingBuf::try_from(map).map_err(|source| BpfError::Map {
             name: "EVENTS",
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -171,17 +171,17 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<
         .program_mut(program)
         .ok_or_else(|| BpfError::Program {
             program: program.to_string(),
-            source: aya::programs::ProgramError::UnexpectedProgramType,
+            source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
         })?
         .try_into()
         .map_err(|source| BpfError::Program {
             program: program.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     if prog.fd().is_err() {
         prog.load().map_err(|source| BpfError::Program {
             program: program.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     }
     prog.attach(category, name)
@@ -189,7 +189,7 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<
             program: program.to_string(),
             category: category.to_string(),
             name: name.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     Ok(1)
 }

@@ -42,12 +42,12 @@ pub enum BpfError {
         reason: String,
     },
     #[error("loading the eBPF object failed: {0}")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("loading eBPF program {program} failed: {source}")]
     Program {
         program: String,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("attaching {program} to {category}:{name} failed: {source}")]
     Attach {
@@ -55,7 +55,7 @@ pub enum BpfError {
         category: String,
         name: String,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
@@ -63,7 +63,7 @@ pub enum BpfError {
     Map {
         name: &'static str,
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     #[error("invalid option: {0}")]
     Option(String),

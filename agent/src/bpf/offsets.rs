@@ -59,13 +59,13 @@ fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32, BpfError> {
     };
     let types = btf.resolve_types_by_name(name).map_err(|_| missing())?;
     for ty in types {
-        if let Type::Struct(s) = ty {
-            if let Some(bits) = find_member(btf, &s, field, 0) {
-                if bits % 8 != 0 {
-                    return Err(missing());
-                }
-                return Ok(bits / 8);
+        if let Type::Struct(s) = ty
+            && let Some(bits) = find_member(btf, &s, field, 0)
+        {
+            if bits % 8 != 0 {
+                return Err(missing());
             }
+            return Ok(bits / 8);
         }
     }
     Err(missing())
@@ -78,12 +78,11 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, field: &str, base_bits: u32) -> Op
         if name == field {
             return Some(bits);
         }
-        if name.is_empty() {
-            if let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m) {
-                if let Some(found) = find_member(btf, &inner, field, bits) {
-                    return Some(found);
-                }
-            }
+        if name.is_empty()
+            && let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m)
+            && let Some(found) = find_member(btf, &inner, field, bits)
+        {
+            return Some(found);
         }
     }
     None

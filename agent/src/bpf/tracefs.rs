@@ -72,11 +72,7 @@ fn parse_field(format: &str, field: &str) -> Option<(u32, u32)> {
         let mut parts = rest.split(';').map(str::trim);
         let decl = parts.next()?;
         // "int oldstate", "__u8 saddr[4]", "const void * skaddr"
-        let ident = decl
-            .rsplit(|c: char| c == ' ' || c == '*')
-            .next()?
-            .split('[')
-            .next()?;
+        let ident = decl.rsplit([' ', '*']).next()?.split('[').next()?;
         if ident != field {
             continue;
         }

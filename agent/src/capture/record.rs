@@ -308,7 +308,7 @@ mod tests {
             remote_port: 50000,
             ..Default::default()
         };
-        r.local_addr = Ipv6Addr::from(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped()).octets();
+        r.local_addr = Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped().octets();
         r.comm[..5].copy_from_slice(b"nginx");
         let Record::ConnOpen(c) = Record::decode(&as_bytes(&r)).unwrap() else {
             panic!()

@@ -60,10 +60,10 @@ fn socket_inodes() -> HashSet<u64> {
         for entry in dir.flatten() {
             if let Ok(target) = fs::read_link(entry.path()) {
                 let t = target.to_string_lossy();
-                if let Some(n) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
-                    if let Ok(n) = n.parse() {
-                        inodes.insert(n);
-                    }
+                if let Some(n) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']'))
+                    && let Ok(n) = n.parse()
+                {
+                    inodes.insert(n);
                 }
             }
         }

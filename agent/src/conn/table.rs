@@ -21,7 +21,7 @@ pub struct Conn {
     pub remote: (IpAddr, u16),
     pub resource: Arc<ProcessResource>,
     /// Created on the first data once the span kind is known.
-    pub http1: Option<Http1Session>,
+    pub http1: Option<Box<Http1Session>>,
     /// Kernel timestamp of the last record about this connection.
     pub last_ns: u64,
 }

@@ -44,10 +44,6 @@ impl SpanQueue {
             }
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
 }
 
 /// Where a batch goes.

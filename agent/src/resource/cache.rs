@@ -169,10 +169,10 @@ impl ResourceCache {
     /// the snapshot alone when the process is already gone). Called when
     /// the kernel first announces a process; replaces a cached fallback.
     pub fn observe(&mut self, pid: u32, snapshot: &ProcessSnapshot) -> Arc<ProcessResource> {
-        if let Some(entry) = self.entries.get(&pid) {
-            if !entry.resource.info.is_fallback() {
-                return self.touch(pid).expect("cached");
-            }
+        if let Some(entry) = self.entries.get(&pid)
+            && !entry.resource.info.is_fallback()
+        {
+            return self.touch(pid).expect("cached");
         }
         self.stats.misses += 1;
         let info = match self.load(pid) {

@@ -82,11 +82,11 @@ fn split_target(target: &str) -> (&str, Option<&str>, Option<&str>) {
 /// `host[:port]` → (host, port); IPv6 literals keep no brackets.
 fn split_authority(authority: &str) -> (&str, Option<u16>) {
     let authority = strip_userinfo(authority);
-    if let Some(rest) = authority.strip_prefix('[') {
-        if let Some((host, after)) = rest.split_once(']') {
-            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (host, port);
-        }
+    if let Some(rest) = authority.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (host, port);
     }
     match authority.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => (host, port.parse().ok()),

@@ -31,7 +31,7 @@ impl Redactor {
 
     fn is_sensitive(&self, key: &str) -> bool {
         let key = key.to_ascii_lowercase();
-        self.sensitive.iter().any(|s| *s == key)
+        self.sensitive.contains(&key)
     }
 
     /// The query string (without `?`) as it may be exported.
