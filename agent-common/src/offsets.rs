@@ -58,9 +58,15 @@ pub struct KernelOffsets {
     pub mm_env_start: u32,
     /// `mm_struct.env_end`
     pub mm_env_end: u32,
+    /// Offsets in `struct pt_regs` of the first three syscall arguments as
+    /// they are at syscall exit (x86_64: di, si, dx; arm64: orig_x0,
+    /// regs[1], regs[2]).
+    pub regs_arg0: u32,
+    pub regs_arg1: u32,
+    pub regs_arg2: u32,
     /// Offset of `group_dead` in the `sched_process_exit` tracepoint
     /// record, or 0 when this kernel's record has no such field.
     pub exit_group_dead: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 100);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);

@@ -12,7 +12,10 @@ use agent_common::{
     record::DATA_HEADER_SIZE,
 };
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -21,7 +24,7 @@ use crate::{
     conn::{self, ctx_read},
     maps::{
         CONNS, DataScratch, EVENTS, INFLIGHT, SCRATCH, agent_tgid, capture_bytes, count, count_n,
-        ring_flags,
+        offset, ring_flags,
     },
 };
 
@@ -49,17 +52,97 @@ macro_rules! enter_program {
     };
 }
 
-enter_program!(sys_enter_read, Syscall::Read, IoKind::Buf);
+// Writes: the entry saves the arguments and the time the write started (a
+// client span starts when its request starts to be written).
 enter_program!(sys_enter_write, Syscall::Write, IoKind::Buf);
-enter_program!(sys_enter_recvfrom, Syscall::Recvfrom, IoKind::Buf);
 enter_program!(sys_enter_sendto, Syscall::Sendto, IoKind::Buf);
-enter_program!(sys_enter_readv, Syscall::Readv, IoKind::Iov);
 enter_program!(sys_enter_writev, Syscall::Writev, IoKind::Iov);
-enter_program!(sys_enter_recvmsg, Syscall::Recvmsg, IoKind::Msg);
 enter_program!(sys_enter_sendmsg, Syscall::Sendmsg, IoKind::Msg);
-enter_program!(sys_enter_recvmmsg, Syscall::Recvmmsg, IoKind::Mmsg);
 enter_program!(sys_enter_sendmmsg, Syscall::Sendmmsg, IoKind::Mmsg);
 enter_program!(sys_enter_sendfile64, Syscall::Sendfile, IoKind::None);
+
+macro_rules! ingress_exit_program {
+    ($name:ident, $syscall:expr, $io:expr) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            try_exit_ingress(&ctx, $syscall, $io);
+            0
+        }
+    };
+}
+
+// Reads: no entry program. Only the exit time matters (data is there when
+// the read returns) and the arguments are still in the task's saved user
+// registers, so a read that finds nothing (EAGAIN, the common case for
+// event-loop servers) costs one early return.
+ingress_exit_program!(sys_exit_read, Syscall::Read, IoKind::Buf);
+ingress_exit_program!(sys_exit_recvfrom, Syscall::Recvfrom, IoKind::Buf);
+ingress_exit_program!(sys_exit_readv, Syscall::Readv, IoKind::Iov);
+ingress_exit_program!(sys_exit_recvmsg, Syscall::Recvmsg, IoKind::Msg);
+ingress_exit_program!(sys_exit_recvmmsg, Syscall::Recvmmsg, IoKind::Mmsg);
+
+/// The first three arguments of the current syscall, from the user
+/// registers saved at syscall entry (`bpf_task_pt_regs`).
+#[inline(always)]
+fn syscall_args() -> Option<[u64; 3]> {
+    // SAFETY: helpers returning the current task and its saved registers.
+    let regs = unsafe {
+        let task = generated::bpf_get_current_task_btf();
+        generated::bpf_task_pt_regs(task) as u64
+    };
+    if regs == 0 {
+        return None;
+    }
+    let read = |off: u64| -> Option<u64> {
+        // SAFETY: bpf_probe_read_kernel faults safely.
+        unsafe { bpf_probe_read_kernel((regs + off) as *const u64) }.ok()
+    };
+    Some([
+        read(offset!(regs_arg0))?,
+        read(offset!(regs_arg1))?,
+        read(offset!(regs_arg2))?,
+    ])
+}
+
+#[inline(always)]
+fn try_exit_ingress(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
+    let ret = ret(ctx);
+    if ret <= 0 {
+        return;
+    }
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if tgid == agent_tgid() {
+        return;
+    }
+    let Some([fd, ptr, len]) = syscall_args() else {
+        count(Counter::ReadFault);
+        return;
+    };
+    let fd = fd as i64;
+    if fd < 0 || fd > i64::from(i32::MAX) {
+        return;
+    }
+    let key = ConnKey {
+        tgid,
+        fd: fd as u32,
+    };
+    if CONNS.get_ptr(&key).is_none() && !conn::track(key, Role::Unknown) {
+        return;
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let inflight = Inflight {
+        ptr,
+        len,
+        ts_enter_ns: now,
+        fd: fd as i32,
+        syscall: syscall as u8,
+        io: io as u8,
+        _pad: [0; 2],
+    };
+    finish_data(&inflight, id, ret);
+}
 
 /// Saves the arguments of a syscall on a socket of interest. `arg 0` is the
 /// descriptor for every hooked syscall; `arg 1`/`arg 2` are the buffer (or
@@ -134,6 +217,14 @@ fn try_exit(ctx: &TracePointContext) {
     if ret <= 0 {
         return;
     }
+    finish_data(&inflight, id, ret);
+}
+
+/// A data syscall on a tracked socket returned `ret` > 0 bytes: classify
+/// the connection if needed, then emit the data.
+#[inline(always)]
+fn finish_data(inflight: &Inflight, id: u64, ret: i64) {
+    let tgid = (id >> 32) as u32;
     let key = ConnKey {
         tgid,
         fd: inflight.fd as u32,
@@ -145,7 +236,7 @@ fn try_exit(ctx: &TracePointContext) {
     // mutated by the thread doing I/O on that descriptor or by userspace.
     let cv = unsafe { *conn };
     if cv.state == ConnState::Unknown as u8 {
-        let protocol = classify(&inflight, ret as u64);
+        let protocol = classify(inflight, ret as u64);
         if protocol == Protocol::Unknown {
             count(Counter::Unclassified);
             return;
@@ -161,7 +252,7 @@ fn try_exit(ctx: &TracePointContext) {
     } else if cv.state != ConnState::Traced as u8 {
         return;
     }
-    emit_data(&inflight, id, ret as u64, cv.sk);
+    emit_data(inflight, id, ret as u64, cv.sk);
 }
 
 /// First (pointer, length) segment of the syscall's user buffer.

@@ -102,6 +102,9 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     mm_arg_end: 0,
     mm_env_start: 0,
     mm_env_end: 0,
+    regs_arg0: 0,
+    regs_arg1: 0,
+    regs_arg2: 0,
     exit_group_dead: 0,
 };
 

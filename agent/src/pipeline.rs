@@ -97,14 +97,14 @@ impl Pipeline {
     }
 
     pub fn on_record(&mut self, record: Record<'_>) {
-        let kind = match &record {
-            Record::Data(_) => "data",
-            Record::ConnOpen(_) => "conn_open",
-            Record::ConnClose(_) => "conn_close",
-            Record::ProcExit(_) => "proc_exit",
-            Record::ProcInfo(_) => "proc_info",
-        };
-        self.metrics.events_read.with_label_values(&[kind]).inc();
+        let m = &self.metrics;
+        match &record {
+            Record::Data(_) => m.read_data.inc(),
+            Record::ConnOpen(_) => m.read_conn_open.inc(),
+            Record::ConnClose(_) => m.read_conn_close.inc(),
+            Record::ProcExit(_) => m.read_proc_exit.inc(),
+            Record::ProcInfo(_) => m.read_proc_info.inc(),
+        }
         match record {
             Record::Data(d) => self.on_data(&d),
             Record::ConnOpen(c) => self.on_open(c),
@@ -146,6 +146,8 @@ impl Pipeline {
             netns: open.netns,
             local: open.local,
             remote: open.remote,
+            local_ip: open.local.0.to_string().into(),
+            remote_ip: open.remote.0.to_string().into(),
             resource,
             http1: None,
             last_ns: open.ts_ns,
@@ -208,7 +210,7 @@ impl Pipeline {
             &mut self.exchanges,
             &self.redactor,
             &self.clock,
-            &self.queue,
+            &mut self.queue,
             &self.metrics,
         );
         if upgraded {
@@ -255,7 +257,7 @@ impl Pipeline {
             &mut self.exchanges,
             &self.redactor,
             &self.clock,
-            &self.queue,
+            &mut self.queue,
             &self.metrics,
         );
         self.conns.retain(
@@ -313,7 +315,7 @@ impl Pipeline {
             &mut self.exchanges,
             &self.redactor,
             &self.clock,
-            &self.queue,
+            &mut self.queue,
             &self.metrics,
         );
     }
@@ -326,6 +328,12 @@ impl Pipeline {
         if let Some(map) = self.kernel_conns.as_mut() {
             map.ignore(tgid, fd, sk);
         }
+    }
+
+    /// Hands the spans produced so far to the exporter (call after each
+    /// batch of records).
+    pub fn flush(&mut self) {
+        self.queue.flush();
     }
 
     /// Ends every session (shutdown) and emits what they complete.
@@ -371,7 +379,7 @@ fn emit_spans(
     exchanges: &mut Vec<HttpExchange>,
     redactor: &Redactor,
     clock: &Clock,
-    queue: &SpanQueue,
+    queue: &mut SpanQueue,
     metrics: &Metrics,
 ) {
     let kind = match conn.role {
@@ -383,19 +391,20 @@ fn emit_spans(
         netns: conn.netns,
         local: conn.local,
         remote: conn.remote,
+        local_ip: &conn.local_ip,
+        remote_ip: &conn.remote_ip,
         resource: &conn.resource,
     };
     if exchanges.is_empty() {
         return;
     }
     for ex in exchanges.drain(..) {
-        let outcome = match ex.outcome {
-            Outcome::Complete => "complete",
-            Outcome::Truncated => "truncated",
-            Outcome::Timeout => "timeout",
-            Outcome::ConnectionClosed => "connection_closed",
-        };
-        metrics.http_exchanges.with_label_values(&[outcome]).inc();
+        match ex.outcome {
+            Outcome::Complete => metrics.exchanges_complete.inc(),
+            Outcome::Truncated => metrics.exchanges_truncated.inc(),
+            Outcome::Timeout => metrics.exchanges_timeout.inc(),
+            Outcome::ConnectionClosed => metrics.exchanges_closed.inc(),
+        }
         queue.push(exchange_span(&ex, &ctx, redactor, clock));
     }
 }

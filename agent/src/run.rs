@@ -116,10 +116,15 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             ready = reader.ready() => {
                 ready.map_err(RunError::Ring)?;
                 while reader.drain(|bytes| pipeline.on_bytes(bytes)) == DRAIN_BATCH {
+                    pipeline.flush();
                     tokio::task::yield_now().await;
                 }
+                pipeline.flush();
             }
-            _ = tick.tick() => pipeline.tick(),
+            _ = tick.tick() => {
+                pipeline.tick();
+                pipeline.flush();
+            }
         }
     }
 
@@ -128,6 +133,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     tracing::info!("programs detached; flushing spans");
     // What the kernel wrote before detaching is still worth exporting.
     while reader.drain(|bytes| pipeline.on_bytes(bytes)) == DRAIN_BATCH {}
+    pipeline.flush();
     drop(pipeline);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(FLUSH_AT_SHUTDOWN + Duration::from_secs(1), exporter).await;

@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask setup | build | run | test`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench`.
 //!
 //! Every task that needs the toolchain runs `setup` first, which installs
 //! what is missing and does nothing when everything is there (idempotent):
 //! LLVM 22 and bpf-linker for building the eBPF programs, the nightly
 //! `rust-src` component (build-std), and the real peers the tests drive.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -35,6 +36,11 @@ enum Task {
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Benchmarks with and without the agent, interleaved.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
     },
     /// Run every test: unit tests, then the integration tests that load the
     /// eBPF programs (as root; under CI=true they fail instead of skipping).
@@ -69,6 +75,12 @@ fn main() -> Result<()> {
                 bail!("agent exited with {status}");
             }
             Ok(())
+        }
+        Task::Bench { which } => {
+            setup::run()?;
+            require_root("benchmarks load the eBPF programs")?;
+            let agent = build_agent(&root, true)?;
+            bench::run(&root, &agent, which)
         }
         Task::Test { unit, args } => {
             setup::run()?;

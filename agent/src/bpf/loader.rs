@@ -16,22 +16,21 @@ use super::{BpfError, conns::ConnMap, counters::KernelCounters, offsets, tracefs
 /// The eBPF object, built by `build.rs` from `agent-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent"));
 
-/// Data syscalls: (entry program, tracepoint suffix). The shared
+/// Writes (and connect): (entry program, tracepoint suffix). The shared
 /// `sys_exit_data` program is attached to `sys_exit_<suffix>` of each.
-const DATA_SYSCALLS: &[(&str, &str)] = &[
-    ("sys_enter_read", "read"),
+const EGRESS_SYSCALLS: &[(&str, &str)] = &[
     ("sys_enter_write", "write"),
-    ("sys_enter_recvfrom", "recvfrom"),
     ("sys_enter_sendto", "sendto"),
-    ("sys_enter_readv", "readv"),
     ("sys_enter_writev", "writev"),
-    ("sys_enter_recvmsg", "recvmsg"),
     ("sys_enter_sendmsg", "sendmsg"),
-    ("sys_enter_recvmmsg", "recvmmsg"),
     ("sys_enter_sendmmsg", "sendmmsg"),
     ("sys_enter_sendfile64", "sendfile64"),
     ("sys_enter_connect", "connect"),
 ];
+
+/// Reads: one exit program each (`sys_exit_<suffix>`), no entry program
+/// (arguments come from the saved user registers).
+const INGRESS_SYSCALLS: &[&str] = &["read", "recvfrom", "readv", "recvmsg", "recvmmsg"];
 
 /// Other programs: (program, category, tracepoint).
 const LIFECYCLE: &[(&str, &str, &str)] = &[
@@ -91,21 +90,14 @@ impl Capture {
             .load(OBJECT)
             .map_err(|e| BpfError::Load(Box::new(e)))?;
         let mut attached = 0;
-        for &(program, suffix) in DATA_SYSCALLS {
-            attached += attach(
-                &mut ebpf,
-                program,
-                "syscalls",
-                &format!("sys_enter_{suffix}"),
-            )?;
+        for &(program, suffix) in EGRESS_SYSCALLS {
+            let (enter, exit) = (format!("sys_enter_{suffix}"), format!("sys_exit_{suffix}"));
+            attached += attach(&mut ebpf, program, "syscalls", &enter)?;
+            attached += attach(&mut ebpf, "sys_exit_data", "syscalls", &exit)?;
         }
-        for &(_, suffix) in DATA_SYSCALLS {
-            attached += attach(
-                &mut ebpf,
-                "sys_exit_data",
-                "syscalls",
-                &format!("sys_exit_{suffix}"),
-            )?;
+        for &suffix in INGRESS_SYSCALLS {
+            let exit = format!("sys_exit_{suffix}");
+            attached += attach(&mut ebpf, &exit, "syscalls", &exit)?;
         }
         for &(program, category, name) in LIFECYCLE {
             attached += attach(&mut ebpf, program, category, name)?;
@@ -197,7 +189,7 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<
 /// The programs read tracepoint records at fixed offsets; refuse to run if
 /// this kernel lays them out differently.
 fn check_formats(tracefs: &Path) -> Result<(), BpfError> {
-    for &(_, suffix) in DATA_SYSCALLS {
+    for &(_, suffix) in EGRESS_SYSCALLS {
         let enter = format!("sys_enter_{suffix}");
         let first = if suffix == "sendfile64" {
             "out_fd"
@@ -205,6 +197,16 @@ fn check_formats(tracefs: &Path) -> Result<(), BpfError> {
             "fd"
         };
         tracefs::expect_field(tracefs, "syscalls", &enter, first, 16, 8)?;
+        tracefs::expect_field(
+            tracefs,
+            "syscalls",
+            &format!("sys_exit_{suffix}"),
+            "ret",
+            16,
+            8,
+        )?;
+    }
+    for &suffix in INGRESS_SYSCALLS {
         tracefs::expect_field(
             tracefs,
             "syscalls",

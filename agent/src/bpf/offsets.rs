@@ -46,8 +46,37 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, BpfError> {
         mm_arg_end: f("mm_struct", "arg_end")?,
         mm_env_start: f("mm_struct", "env_start")?,
         mm_env_end: f("mm_struct", "env_end")?,
+        regs_arg0: regs_arg(&btf, 0)?,
+        regs_arg1: regs_arg(&btf, 1)?,
+        regs_arg2: regs_arg(&btf, 2)?,
         exit_group_dead: 0,
     })
+}
+
+/// Offset in `struct pt_regs` of syscall argument `n` (0..=2) as saved at
+/// syscall entry and still valid at exit.
+fn regs_arg(btf: &Btf, n: u32) -> Result<u32, BpfError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        field_offset(btf, "pt_regs", ["di", "si", "dx"][n as usize])
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // x0 holds the return value at exit; the kernel keeps orig_x0.
+        if n == 0 {
+            field_offset(btf, "pt_regs", "orig_x0")
+        } else {
+            Ok(field_offset(btf, "pt_regs", "regs")? + 8 * n)
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = (btf, n);
+        Err(BpfError::BtfField {
+            type_name: "pt_regs".to_string(),
+            field: format!("syscall argument {n} (unsupported architecture)"),
+        })
+    }
 }
 
 /// Byte offset of `field` in `struct name`, looking through anonymous

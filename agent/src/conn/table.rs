@@ -19,6 +19,9 @@ pub struct Conn {
     pub netns: u32,
     pub local: (IpAddr, u16),
     pub remote: (IpAddr, u16),
+    /// The addresses as text, formatted once for every span.
+    pub local_ip: Arc<str>,
+    pub remote_ip: Arc<str>,
     pub resource: Arc<ProcessResource>,
     /// Created on the first data once the span kind is known.
     pub http1: Option<Box<Http1Session>>,

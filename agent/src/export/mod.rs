@@ -10,7 +10,7 @@ pub mod otlp;
 pub mod queue;
 pub mod stdout;
 
-pub use queue::{SpanQueue, run_exporter};
+pub use queue::{SpanQueue, SpanReceiver, run_exporter};
 
 /// Errors building an exporter (bad endpoint, headers, ...).
 #[derive(Debug, thiserror::Error)]

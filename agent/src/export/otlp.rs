@@ -6,7 +6,6 @@
 //! counted (the queue in front bounds memory); warnings are rate-limited.
 
 use std::{
-    borrow::Cow,
     collections::HashMap,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -148,7 +147,7 @@ fn to_span_data(r: SpanRecord, scope: &InstrumentationScope) -> SpanData {
             SpanKind::Client => OtelKind::Client,
             SpanKind::Server => OtelKind::Server,
         },
-        name: Cow::Owned(r.name),
+        name: r.name,
         start_time: to_time(r.start_unix_ns),
         end_time: to_time(r.end_unix_ns),
         attributes: r.attributes,

@@ -1,6 +1,12 @@
 //! The bounded span queue and the exporter task draining it.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::{mpsc, watch};
 
@@ -11,37 +17,92 @@ use crate::{
 };
 
 /// Producer side, owned by the pipeline. Never blocks.
+///
+/// Spans are collected locally and handed over in batches
+/// ([`SpanQueue::flush`], once per ring-buffer drain), so the exporter task
+/// is woken once per batch, not once per span. The bound is on spans
+/// queued (handed over but not yet taken by the exporter): a batch that
+/// would exceed it is dropped and counted.
 pub struct SpanQueue {
-    tx: mpsc::Sender<SpanRecord>,
+    tx: mpsc::UnboundedSender<Vec<SpanRecord>>,
+    pending: Vec<SpanRecord>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     metrics: Arc<Metrics>,
 }
 
-impl SpanQueue {
-    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (Self, mpsc::Receiver<SpanRecord>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx, metrics }, rx)
+/// Consumer side, owned by the exporter task.
+pub struct SpanReceiver {
+    rx: mpsc::UnboundedReceiver<Vec<SpanRecord>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl SpanReceiver {
+    /// The next batch, or `None` once the producer is gone.
+    pub async fn recv(&mut self) -> Option<Vec<SpanRecord>> {
+        let batch = self.rx.recv().await?;
+        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        Some(batch)
     }
 
-    pub fn push(&self, span: SpanRecord) {
-        let kind = match span.kind {
-            SpanKind::Client => "client",
-            SpanKind::Server => "server",
-        };
-        self.metrics.spans_produced.with_label_values(&[kind]).inc();
-        match self.tx.try_send(span) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics
-                    .spans_dropped
-                    .with_label_values(&["queue_full"])
-                    .inc();
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.metrics
-                    .spans_dropped
-                    .with_label_values(&["shutdown"])
-                    .inc();
-            }
+    pub fn try_recv(&mut self) -> Option<Vec<SpanRecord>> {
+        let batch = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        Some(batch)
+    }
+
+    /// Spans handed over and not yet taken.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+impl SpanQueue {
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (Self, SpanReceiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            Self {
+                tx,
+                pending: Vec::new(),
+                queued: Arc::clone(&queued),
+                capacity,
+                metrics,
+            },
+            SpanReceiver { rx, queued },
+        )
+    }
+
+    pub fn push(&mut self, span: SpanRecord) {
+        match span.kind {
+            SpanKind::Client => self.metrics.spans_client.inc(),
+            SpanKind::Server => self.metrics.spans_server.inc(),
+        }
+        self.pending.push(span);
+    }
+
+    /// Hands the spans collected so far to the exporter.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let n = self.pending.len();
+        if self.queued.load(Ordering::Relaxed) + n > self.capacity {
+            self.pending.clear();
+            self.metrics
+                .spans_dropped
+                .with_label_values(&["queue_full"])
+                .inc_by(n as u64);
+            return;
+        }
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        let batch = std::mem::take(&mut self.pending);
+        if self.tx.send(batch).is_err() {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            self.metrics
+                .spans_dropped
+                .with_label_values(&["shutdown"])
+                .inc_by(n as u64);
         }
     }
 }
@@ -73,11 +134,12 @@ impl Sink {
     }
 }
 
-/// Drains the queue in batches of up to `batch_size`, at least every
-/// `interval`, until the queue closes or `shutdown` turns true; then sends
-/// what is left (bounded by `flush_timeout`).
+/// Sends what the pipeline hands over, in batches of up to `batch_size`
+/// spans and at least every `interval`, until the queue closes or
+/// `shutdown` turns true; then sends what is left (bounded by
+/// `flush_timeout`).
 pub async fn run_exporter(
-    mut rx: mpsc::Receiver<SpanRecord>,
+    mut rx: SpanReceiver,
     mut sink: Sink,
     batch_size: usize,
     interval: Duration,
@@ -89,12 +151,10 @@ pub async fn run_exporter(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let room = batch_size - batch.len();
         tokio::select! {
-            n = rx.recv_many(&mut batch, room) => {
-                if n == 0 {
-                    break;
-                }
+            received = rx.recv() => {
+                let Some(spans) = received else { break };
+                batch.extend(spans);
                 if batch.len() < batch_size {
                     continue;
                 }
@@ -102,23 +162,32 @@ pub async fn run_exporter(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => break,
         }
-        metrics.export_queue_length.set(rx.len() as i64);
-        if !batch.is_empty() {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+        metrics
+            .export_queue_length
+            .set((rx.queued() + batch.len()) as i64);
+        while !batch.is_empty() {
+            let rest = if batch.len() > batch_size {
+                batch.split_off(batch_size)
+            } else {
+                Vec::new()
+            };
+            let full = std::mem::replace(&mut batch, rest);
             sink.send(full, &metrics).await;
         }
     }
     // Flush what is queued, within the time budget.
     let flush = async {
-        while let Ok(span) = rx.try_recv() {
-            batch.push(span);
-            if batch.len() >= batch_size {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                sink.send(full, &metrics).await;
-            }
+        while let Some(spans) = rx.try_recv() {
+            batch.extend(spans);
         }
-        if !batch.is_empty() {
-            sink.send(std::mem::take(&mut batch), &metrics).await;
+        while !batch.is_empty() {
+            let rest = if batch.len() > batch_size {
+                batch.split_off(batch_size)
+            } else {
+                Vec::new()
+            };
+            let full = std::mem::replace(&mut batch, rest);
+            sink.send(full, &metrics).await;
         }
     };
     if tokio::time::timeout(flush_timeout, flush).await.is_err() {

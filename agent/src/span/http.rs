@@ -1,7 +1,7 @@
 //! HTTP exchange → span, per the stable OpenTelemetry HTTP semantic
 //! conventions (v1.26+ names).
 
-use std::{net::IpAddr, sync::Arc};
+use std::{borrow::Cow, net::IpAddr, sync::Arc};
 
 use opentelemetry::KeyValue;
 
@@ -25,6 +25,9 @@ pub struct ConnContext<'a> {
     pub netns: u32,
     pub local: (IpAddr, u16),
     pub remote: (IpAddr, u16),
+    /// `local.0` / `remote.0` as text (formatted once per connection).
+    pub local_ip: &'a Arc<str>,
+    pub remote_ip: &'a Arc<str>,
     pub resource: &'a Arc<ProcessResource>,
 }
 
@@ -102,10 +105,6 @@ fn version(head: &Head) -> &'static str {
     }
 }
 
-fn ip_string(ip: IpAddr) -> String {
-    ip.to_string()
-}
-
 /// Builds the span of one exchange.
 pub fn exchange_span(
     ex: &HttpExchange,
@@ -123,7 +122,7 @@ pub fn exchange_span(
     attrs.push(KeyValue::new("network.protocol.version", version(req)));
     attrs.push(KeyValue::new(
         "network.peer.address",
-        ip_string(conn.remote.0),
+        Arc::clone(conn.remote_ip),
     ));
     attrs.push(KeyValue::new("network.peer.port", i64::from(conn.remote.1)));
     if let Some(ua) = &req.user_agent {
@@ -146,13 +145,13 @@ pub fn exchange_span(
             let (host, port) = match authority {
                 Some(a) => {
                     let (h, p) = split_authority(a);
-                    (h.to_string(), p.unwrap_or(80))
+                    (Arc::<str>::from(h), p.unwrap_or(80))
                 }
-                None => (ip_string(conn.local.0), conn.local.1),
+                None => (Arc::clone(conn.local_ip), conn.local.1),
             };
             attrs.push(KeyValue::new("server.address", host));
             attrs.push(KeyValue::new("server.port", i64::from(port)));
-            attrs.push(KeyValue::new("client.address", ip_string(conn.remote.0)));
+            attrs.push(KeyValue::new("client.address", Arc::clone(conn.remote_ip)));
             attrs.push(KeyValue::new("client.port", i64::from(conn.remote.1)));
         }
         SpanKind::Client => {
@@ -160,10 +159,10 @@ pub fn exchange_span(
                 Some(a) => {
                     let a = strip_userinfo(a);
                     let (h, p) = split_authority(a);
-                    (h.to_string(), p.unwrap_or(80), a.to_string())
+                    (Arc::<str>::from(h), p.unwrap_or(80), a.to_string())
                 }
                 None => {
-                    let h = ip_string(conn.remote.0);
+                    let h = Arc::clone(conn.remote_ip);
                     let authority = match conn.remote.0 {
                         IpAddr::V6(_) => format!("[{h}]:{}", conn.remote.1),
                         IpAddr::V4(_) => format!("{h}:{}", conn.remote.1),
@@ -210,7 +209,7 @@ pub fn exchange_span(
         trace_flags,
         trace_state,
         kind: conn.kind,
-        name: method.to_string(),
+        name: Cow::Borrowed(method),
         start_unix_ns: clock.unix_ns(ex.start_ns),
         end_unix_ns: clock.unix_ns(ex.end_ns),
         attributes: attrs,

@@ -8,7 +8,7 @@
 //! nesting a server's outgoing calls under the request being handled (the
 //! handling thread and time window: [`Correlation::tid`]).
 
-use std::{net::IpAddr, sync::Arc};
+use std::{borrow::Cow, net::IpAddr, sync::Arc};
 
 use opentelemetry::KeyValue;
 
@@ -60,7 +60,8 @@ pub struct SpanRecord {
     pub trace_flags: u8,
     pub trace_state: Option<String>,
     pub kind: SpanKind,
-    pub name: String,
+    /// Static for every name the agent makes (`GET`, `HTTP`, ...).
+    pub name: Cow<'static, str>,
     pub start_unix_ns: u64,
     pub end_unix_ns: u64,
     pub attributes: Vec<KeyValue>,

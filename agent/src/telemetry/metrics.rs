@@ -52,6 +52,18 @@ pub struct Metrics {
     pub spans_dropped: IntCounterVec,
     pub export_requests: IntCounterVec,
     pub export_queue_length: IntGauge,
+    // Children of the vectors above, resolved once (hot paths).
+    pub spans_client: IntCounter,
+    pub spans_server: IntCounter,
+    pub read_data: IntCounter,
+    pub read_conn_open: IntCounter,
+    pub read_conn_close: IntCounter,
+    pub read_proc_exit: IntCounter,
+    pub read_proc_info: IntCounter,
+    pub exchanges_complete: IntCounter,
+    pub exchanges_truncated: IntCounter,
+    pub exchanges_timeout: IntCounter,
+    pub exchanges_closed: IntCounter,
     losses: Arc<LossCollector>,
 }
 
@@ -97,21 +109,40 @@ impl Metrics {
         info.set(1);
         registry.register(Box::new(info)).expect("unique metric");
 
+        let events_read = counter_vec(
+            "agent_events_read_total",
+            "Records read from the kernel ring buffer, by kind.",
+            &["kind"],
+        );
+        let spans_produced = counter_vec(
+            "agent_spans_produced_total",
+            "Spans produced, by span kind.",
+            &["kind"],
+        );
+        let http_exchanges = counter_vec(
+            "agent_http_exchanges_total",
+            "HTTP request/response exchanges assembled, by outcome.",
+            &["outcome"],
+        );
         Arc::new(Self {
-            events_read: counter_vec(
-                "agent_events_read_total",
-                "Records read from the kernel ring buffer, by kind.",
-                &["kind"],
-            ),
+            spans_client: spans_produced.with_label_values(&["client"]),
+            spans_server: spans_produced.with_label_values(&["server"]),
+            read_data: events_read.with_label_values(&["data"]),
+            read_conn_open: events_read.with_label_values(&["conn_open"]),
+            read_conn_close: events_read.with_label_values(&["conn_close"]),
+            read_proc_exit: events_read.with_label_values(&["proc_exit"]),
+            read_proc_info: events_read.with_label_values(&["proc_info"]),
+            exchanges_complete: http_exchanges.with_label_values(&["complete"]),
+            exchanges_truncated: http_exchanges.with_label_values(&["truncated"]),
+            exchanges_timeout: http_exchanges.with_label_values(&["timeout"]),
+            exchanges_closed: http_exchanges.with_label_values(&["connection_closed"]),
+            events_read,
+            spans_produced,
+            http_exchanges,
             parse_errors: counter_vec(
                 "agent_parse_errors_total",
                 "Protocol framing lost (desynchronisations), by protocol, stream and reason.",
                 &["protocol", "stream", "reason"],
-            ),
-            http_exchanges: counter_vec(
-                "agent_http_exchanges_total",
-                "HTTP request/response exchanges assembled, by outcome.",
-                &["outcome"],
             ),
             http_orphan_responses: counter(
                 "agent_http_orphan_responses_total",
@@ -137,11 +168,6 @@ impl Metrics {
             processes_cached: gauge(
                 "agent_processes_cached",
                 "Processes whose resource attributes are cached.",
-            ),
-            spans_produced: counter_vec(
-                "agent_spans_produced_total",
-                "Spans produced, by span kind.",
-                &["kind"],
             ),
             spans_exported: counter(
                 "agent_spans_exported_total",
