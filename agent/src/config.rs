@@ -333,6 +333,9 @@ pub struct OtelEnv {
     pub traces_endpoint: Option<String>,
     pub protocol: Option<String>,
     pub traces_protocol: Option<String>,
+    /// Milliseconds, as the specification defines the variable.
+    pub timeout: Option<String>,
+    pub traces_timeout: Option<String>,
 }
 
 impl OtelEnv {
@@ -343,6 +346,8 @@ impl OtelEnv {
             traces_endpoint: get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
             protocol: get("OTEL_EXPORTER_OTLP_PROTOCOL"),
             traces_protocol: get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+            timeout: get("OTEL_EXPORTER_OTLP_TIMEOUT"),
+            traces_timeout: get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
         }
     }
 }
@@ -576,7 +581,7 @@ fn resolve_export(
             protocol,
             traces_endpoint,
             headers: file.otlp.headers.unwrap_or_default(),
-            timeout: file.otlp.timeout.unwrap_or(Duration::from_secs(10)),
+            timeout: otlp_timeout(env, file.otlp.timeout)?,
         },
     };
     if export.queue_size == 0 {
@@ -592,6 +597,27 @@ fn resolve_export(
         return Err(invalid("export.interval", "must be positive"));
     }
     Ok(export)
+}
+
+/// Export timeout: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else the file, else 10 s.
+fn otlp_timeout(env: &OtelEnv, file: Option<Duration>) -> Result<Duration, ConfigError> {
+    for (key, value) in [
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", &env.traces_timeout),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", &env.timeout),
+    ] {
+        if let Some(v) = value {
+            let ms: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| invalid(key, format!("{v:?} is not a number of milliseconds")))?;
+            if ms == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+            return Ok(Duration::from_millis(ms));
+        }
+    }
+    Ok(file.unwrap_or(Duration::from_secs(10)))
 }
 
 /// The traces URL for a base OTLP endpoint (as `OTEL_EXPORTER_OTLP_ENDPOINT`

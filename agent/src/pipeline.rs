@@ -264,7 +264,11 @@ impl Pipeline {
             |tgid, sk, conn| {
                 let idle_for = now.saturating_sub(conn.last_ns);
                 let Some(session) = conn.http1.as_mut() else {
-                    return idle_for < idle;
+                    let keep = idle_for < idle;
+                    if !keep {
+                        forget.push((tgid, conn.fd, sk));
+                    }
+                    return keep;
                 };
                 session.expire(now, timeout, exchanges);
                 emit_spans(conn, exchanges, redactor, clock, queue, metrics);
@@ -408,3 +412,7 @@ fn emit_spans(
         queue.push(exchange_span(&ex, &ctx, redactor, clock));
     }
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;

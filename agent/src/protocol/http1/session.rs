@@ -57,7 +57,8 @@ pub struct HttpExchange {
 pub struct SessionCounts {
     /// Responses with no request waiting (the agent joined mid-exchange).
     pub orphan_responses: u64,
-    /// Requests dropped because too many were waiting on one connection.
+    /// Requests dropped because too many were waiting on one connection
+    /// (their responses are still consumed, so pairing stays aligned).
     pub pending_overflow: u64,
 }
 
@@ -92,6 +93,9 @@ struct ResponseInProgress {
 struct State {
     pending: VecDeque<Pending>,
     max_pending: usize,
+    /// Requests dropped from the front of `pending` whose responses have
+    /// not been seen yet.
+    dropped_front: u64,
     next_seq: u64,
     request_begun: Option<Begun>,
     response: Option<ResponseInProgress>,
@@ -121,6 +125,7 @@ impl Http1Session {
             state: State {
                 pending: VecDeque::new(),
                 max_pending: max_pending.max(1),
+                dropped_front: 0,
                 next_seq: 0,
                 request_begun: None,
                 response: None,
@@ -175,6 +180,8 @@ impl Http1Session {
                 return;
             }
             let p = st.pending.pop_front().expect("front exists");
+            // Requests older than this one will not be answered either.
+            st.dropped_front = 0;
             out.push(finish(p, None, now_ns, 0, Outcome::Timeout));
         }
     }
@@ -193,6 +200,10 @@ impl Http1Session {
             self.responses.close(&mut ResponseSink { st, out });
         }
         let response = st.response.take().and_then(|r| r.head);
+        if response.is_some() && st.pending.is_empty() {
+            // A response cut by the close, with no request waiting.
+            st.counts.orphan_responses += 1;
+        }
         let mut response = response;
         while let Some(p) = st.pending.pop_front() {
             out.push(finish(
@@ -283,7 +294,10 @@ impl Sink for RequestSink<'_> {
             tid: self.st.now.tid,
         });
         if self.st.pending.len() >= self.st.max_pending {
+            // Drop the oldest but remember it: its response must still be
+            // consumed for the later requests to pair with theirs.
             self.st.pending.pop_front();
+            self.st.dropped_front += 1;
             self.st.counts.pending_overflow += 1;
         }
         let seq = self.st.next_seq;
@@ -331,6 +345,11 @@ impl ResponseSink<'_> {
         let Some(head) = resp.head else {
             return;
         };
+        if self.st.dropped_front > 0 {
+            // The response of a request dropped on overflow.
+            self.st.dropped_front -= 1;
+            return;
+        }
         match self.st.pending.pop_front() {
             Some(p) => self.out.push(finish(
                 p,
@@ -395,6 +414,11 @@ impl Sink for ResponseSink<'_> {
             .as_ref()
             .and_then(|r| r.head.as_ref())
             .is_some_and(|h| !is_interim(h));
+        if has_final_head && reason == DesyncReason::ClosedMidMessage {
+            // The connection ended mid-response: `close()` reports it as
+            // ConnectionClosed, with this head.
+            return;
+        }
         if has_final_head {
             self.complete(0, Outcome::Truncated);
         } else {
@@ -408,3 +432,7 @@ impl Sink for ResponseSink<'_> {
         self.st.upgraded = true;
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
