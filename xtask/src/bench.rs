@@ -112,7 +112,8 @@ impl Drop for Proc {
 }
 
 struct Nginx {
-    proc: Proc,
+    /// Kept to stop nginx when dropped.
+    _proc: Proc,
     port: u16,
     _dir: PathBuf,
 }
@@ -141,7 +142,7 @@ fn start_nginx(dir: &Path) -> Result<Nginx> {
     let proc = Proc(child);
     wait_port(port)?;
     Ok(Nginx {
-        proc,
+        _proc: proc,
         port,
         _dir: dir.to_path_buf(),
     })
@@ -241,10 +242,10 @@ fn read_counts(file: &Path) -> HashMap<(String, String), u64> {
     if let Ok(text) = fs::read_to_string(file) {
         for line in text.lines() {
             let p: Vec<&str> = line.split_whitespace().collect();
-            if let [service, kind, n] = p.as_slice() {
-                if let Ok(n) = n.parse() {
-                    map.insert(((*service).to_string(), (*kind).to_string()), n);
-                }
+            if let [service, kind, n] = p.as_slice()
+                && let Ok(n) = n.parse()
+            {
+                map.insert(((*service).to_string(), (*kind).to_string()), n);
             }
         }
     }
