@@ -129,8 +129,12 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     }
 
     // Detach first: the host must stop paying for the probes at once.
-    drop(capture);
-    tracing::info!("programs detached; flushing spans");
+    let detaching = std::time::Instant::now();
+    tokio::task::block_in_place(|| capture.detach());
+    tracing::info!(
+        "programs detached in {:.0?}; flushing spans",
+        detaching.elapsed()
+    );
     // What the kernel wrote before detaching is still worth exporting.
     while reader.drain(|bytes| pipeline.on_bytes(bytes)) == DRAIN_BATCH {}
     pipeline.flush();

@@ -160,7 +160,7 @@ fn test(root: &Path, unit_only: bool, args: &[String]) -> Result<()> {
     let agent = build_agent(root, false)?;
     let mut cmd = cargo();
     cmd.current_dir(root)
-        .args(["test", "--package", "agent-tests"])
+        .args(["test", "--no-fail-fast", "--package", "agent-tests"])
         .env("AGENT_BIN", &agent);
     if !args.is_empty() {
         cmd.arg("--").args(args);

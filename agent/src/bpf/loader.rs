@@ -8,7 +8,7 @@ use agent_common::{KernelOffsets, MAX_CAPTURE_BYTES};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::TracePoint,
+    programs::{TracePoint, trace_point::TracePointLink},
 };
 
 use super::{BpfError, conns::ConnMap, counters::KernelCounters, offsets, tracefs};
@@ -56,7 +56,10 @@ pub struct LoadOptions {
 
 /// The loaded, attached programs and the maps userspace reads.
 pub struct Capture {
-    /// Dropping this detaches every program.
+    /// The attachments, owned here so [`Capture::detach`] can close them
+    /// all at once.
+    links: Vec<TracePointLink>,
+    /// Programs and the maps not taken by userspace.
     ebpf: Ebpf,
     pub attached: usize,
 }
@@ -89,21 +92,48 @@ impl Capture {
             .map_max_entries("SK_TRACED", opts.max_connections)
             .load(OBJECT)
             .map_err(|e| BpfError::Load(Box::new(e)))?;
-        let mut attached = 0;
+        let mut links = Vec::new();
+        // On an error, `links` is dropped: what was attached is detached.
         for &(program, suffix) in EGRESS_SYSCALLS {
             let (enter, exit) = (format!("sys_enter_{suffix}"), format!("sys_exit_{suffix}"));
-            attached += attach(&mut ebpf, program, "syscalls", &enter)?;
-            attached += attach(&mut ebpf, "sys_exit_data", "syscalls", &exit)?;
+            links.push(attach(&mut ebpf, program, "syscalls", &enter)?);
+            links.push(attach(&mut ebpf, "sys_exit_data", "syscalls", &exit)?);
         }
         for &suffix in INGRESS_SYSCALLS {
             let exit = format!("sys_exit_{suffix}");
-            attached += attach(&mut ebpf, &exit, "syscalls", &exit)?;
+            links.push(attach(&mut ebpf, &exit, "syscalls", &exit)?);
         }
         for &(program, category, name) in LIFECYCLE {
-            attached += attach(&mut ebpf, program, category, name)?;
+            links.push(attach(&mut ebpf, program, category, name)?);
         }
         log_offsets(&offsets);
-        Ok(Self { ebpf, attached })
+        let attached = links.len();
+        Ok(Self {
+            links,
+            ebpf,
+            attached,
+        })
+    }
+
+    /// Detaches every program, in parallel: closing one tracepoint
+    /// attachment waits for an RCU grace period (tens of milliseconds), so
+    /// closing two dozen one after the other takes seconds, while
+    /// concurrent closes share their grace periods.
+    pub fn detach(self) {
+        let Self { links, ebpf, .. } = self;
+        std::thread::scope(|scope| {
+            for link in links {
+                let spawned = std::thread::Builder::new()
+                    .name("detach".into())
+                    .spawn_scoped(scope, move || drop(link));
+                if let Err(e) = spawned {
+                    // The link went down with the failed closure: dropped
+                    // here, one at a time.
+                    tracing::debug!("detaching on the calling thread: {e}");
+                }
+            }
+        });
+        drop(ebpf);
     }
 
     /// The event ring buffer (taken once).
@@ -158,7 +188,12 @@ fn validate(opts: &LoadOptions) -> Result<(), BpfError> {
     Ok(())
 }
 
-fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<usize, BpfError> {
+fn attach(
+    ebpf: &mut Ebpf,
+    program: &str,
+    category: &str,
+    name: &str,
+) -> Result<TracePointLink, BpfError> {
     let prog: &mut TracePoint = ebpf
         .program_mut(program)
         .ok_or_else(|| BpfError::Program {
@@ -176,14 +211,14 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<
             source: Box::new(source),
         })?;
     }
-    prog.attach(category, name)
-        .map_err(|source| BpfError::Attach {
-            program: program.to_string(),
-            category: category.to_string(),
-            name: name.to_string(),
-            source: Box::new(source),
-        })?;
-    Ok(1)
+    let attach_error = |source| BpfError::Attach {
+        program: program.to_string(),
+        category: category.to_string(),
+        name: name.to_string(),
+        source: Box::new(source),
+    };
+    let id = prog.attach(category, name).map_err(attach_error)?;
+    prog.take_link(id).map_err(attach_error)
 }
 
 /// The programs read tracepoint records at fixed offsets; refuse to run if

@@ -15,10 +15,8 @@ const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 /// The tracefs directory, mounting tracefs at /sys/kernel/tracing if no
 /// mount is found.
 pub fn ensure_mounted() -> Result<PathBuf, BpfError> {
-    for dir in [TRACEFS, DEBUGFS_TRACING] {
-        if Path::new(dir).join("events").is_dir() {
-            return Ok(PathBuf::from(dir));
-        }
+    if let Some(dir) = find() {
+        return Ok(dir);
     }
     let target = CString::new(TRACEFS).expect("no NUL");
     let fstype = CString::new("tracefs").expect("no NUL");
@@ -33,13 +31,30 @@ pub fn ensure_mounted() -> Result<PathBuf, BpfError> {
         )
     };
     if rc != 0 {
+        let source = std::io::Error::last_os_error();
+        // Another process (a second agent, a test) may be mounting it at
+        // the same moment: EBUSY, then the mount appears.
+        for _ in 0..20 {
+            if let Some(dir) = find() {
+                return Ok(dir);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         return Err(BpfError::Tracefs {
             path: TRACEFS.to_string(),
-            source: std::io::Error::last_os_error(),
+            source,
         });
     }
     tracing::info!("mounted tracefs at {TRACEFS}");
     Ok(PathBuf::from(TRACEFS))
+}
+
+/// A mounted tracefs, if there is one.
+fn find() -> Option<PathBuf> {
+    [TRACEFS, DEBUGFS_TRACING]
+        .into_iter()
+        .find(|dir| Path::new(dir).join("events").is_dir())
+        .map(PathBuf::from)
 }
 
 /// A field of a tracepoint record: (offset, size).
