@@ -15,14 +15,35 @@ pub enum Protocol {
     Http1 = 1,
     /// The HTTP/2 client connection preface.
     Http2 = 2,
+    /// PostgreSQL frontend/backend protocol 3.0.
+    Postgres = 3,
 }
 
 impl Protocol {
+    pub const COUNT: usize = 4;
+    pub const ALL: [Protocol; Self::COUNT] = [
+        Protocol::Unknown,
+        Protocol::Http1,
+        Protocol::Http2,
+        Protocol::Postgres,
+    ];
+
     pub const fn from_u8(v: u8) -> Self {
         match v {
             1 => Self::Http1,
             2 => Self::Http2,
+            3 => Self::Postgres,
             _ => Self::Unknown,
+        }
+    }
+
+    /// Label value in the agent's metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Postgres => "postgresql",
         }
     }
 }

@@ -18,16 +18,9 @@ use crate::{
     config::Config,
     conn::{Conn, ConnTable, own_sockets::OwnSockets},
     export::SpanQueue,
-    protocol::http1::{
-        parser::{Limits, MessageKind},
-        session::{EventTimes, Http1Session, HttpExchange, Outcome},
-    },
+    protocol::{ConnContext, DataIn, Emit, EventTimes, Next, ProtocolConfig, new_session},
     resource::{ProcessSnapshot, ResourceCache},
-    span::{
-        SpanKind,
-        http::{ConnContext, exchange_span},
-        redact::Redactor,
-    },
+    span::{SpanKind, redact::Redactor},
     telemetry::{Metrics, metrics::UserLoss},
 };
 
@@ -44,13 +37,11 @@ pub struct Pipeline {
     kernel_conns: Option<ConnMap>,
     clock: Clock,
     redactor: Redactor,
-    limits: Limits,
-    max_pending: usize,
+    protocols: ProtocolConfig,
     request_timeout_ns: u64,
     idle_timeout_ns: u64,
     queue: SpanQueue,
     metrics: Arc<Metrics>,
-    exchanges: Vec<HttpExchange>,
     last_sweep_ns: u64,
     clock_refreshed_ns: u64,
 }
@@ -70,16 +61,11 @@ impl Pipeline {
             kernel_conns,
             clock: Clock::new(),
             redactor: Redactor::new(cfg.http.redact_query, &cfg.http.sensitive_query_keys),
-            limits: Limits {
-                max_head_bytes: cfg.http.max_head_bytes,
-                ..Limits::default()
-            },
-            max_pending: cfg.http.max_pending_requests,
+            protocols: ProtocolConfig::from_config(cfg),
             request_timeout_ns: cfg.http.request_timeout.as_nanos() as u64,
             idle_timeout_ns: cfg.connections.idle_timeout.as_nanos() as u64,
             queue,
             metrics,
-            exchanges: Vec::new(),
             last_sweep_ns: monotonic_ns(),
             clock_refreshed_ns: monotonic_ns(),
         }
@@ -149,7 +135,7 @@ impl Pipeline {
             local_ip: open.local.0.to_string().into(),
             remote_ip: open.remote.0.to_string().into(),
             resource,
-            http1: None,
+            session: None,
             last_ns: open.ts_ns,
         };
         match self.conns.insert(open.tgid, open.sk, conn) {
@@ -177,52 +163,67 @@ impl Pipeline {
             return;
         };
         conn.last_ns = d.ts_exit_ns;
-        if conn.http1.is_none() {
+        if conn.session.is_none() {
             let Some(kind) = conn.span_kind(d.direction, d.payload) else {
                 return;
             };
-            conn.http1 = Some(Box::new(Http1Session::new(
-                kind == SpanKind::Server,
-                self.limits,
-                self.max_pending,
-            )));
+            let Some(session) = new_session(conn.protocol, kind, &self.protocols) else {
+                let (fd, protocol) = (conn.fd, conn.protocol);
+                self.metrics
+                    .parse_errors
+                    .with_label_values(&[protocol.name(), "connection", "unsupported_protocol"])
+                    .inc();
+                self.conns.remove(d.tgid, d.sk);
+                self.ignore_in_kernel(d.tgid, fd, d.sk, "unsupported_protocol");
+                return;
+            };
+            conn.session = Some(session);
             conn.role = match kind {
                 SpanKind::Server => Role::Server,
                 SpanKind::Client => Role::Client,
             };
         }
-        let session = conn.http1.as_mut().expect("created above");
-        session.on_data(
-            d.direction,
-            d.payload,
-            d.uncaptured(),
-            EventTimes {
+        let data = DataIn {
+            direction: d.direction,
+            payload: d.payload,
+            uncaptured: d.uncaptured(),
+            times: EventTimes {
                 enter_ns: d.ts_enter_ns,
                 exit_ns: d.ts_exit_ns,
                 tid: d.tid,
             },
-            &mut self.exchanges,
-        );
-        account_session(session, &self.metrics);
-        let upgraded = session.is_upgraded();
-        emit_spans(
+        };
+        let next = with_session(
             conn,
-            &mut self.exchanges,
             &self.redactor,
             &self.clock,
             &mut self.queue,
             &self.metrics,
+            |s, emit| s.on_data(&data, emit),
         );
-        if upgraded {
-            // Upgraded (WebSocket, h2c) and tunnelled streams are not HTTP/1
-            // any more: stop the kernel sending them.
-            let fd = conn.fd;
-            self.conns.remove(d.tgid, d.sk);
-            self.ignore_in_kernel(d.tgid, fd, d.sk, "upgraded");
-            self.metrics
-                .connections_tracked
-                .set(self.conns.len() as i64);
+        match next {
+            Some(Next::Continue) | None => {}
+            Some(Next::Switch(protocol)) => {
+                let kind = conn_kind(conn.role);
+                conn.protocol = protocol;
+                conn.session = new_session(protocol, kind, &self.protocols);
+                if conn.session.is_none() {
+                    let fd = conn.fd;
+                    self.conns.remove(d.tgid, d.sk);
+                    self.ignore_in_kernel(d.tgid, fd, d.sk, "unsupported_protocol");
+                }
+            }
+            Some(Next::Ignore(reason)) => {
+                // Upgraded (WebSocket), tunnelled or encrypted streams: stop
+                // the kernel sending them.
+                let fd = conn.fd;
+                self.conns.remove(d.tgid, d.sk);
+                self.ignore_in_kernel(d.tgid, fd, d.sk, reason);
+            }
         }
+        self.metrics
+            .connections_tracked
+            .set(self.conns.len() as i64);
     }
 
     fn on_close(&mut self, c: &ConnClose) {
@@ -253,26 +254,16 @@ impl Pipeline {
         let timeout = self.request_timeout_ns;
         let idle = self.idle_timeout_ns;
         let mut forget: Vec<(u32, i32, u64)> = Vec::new();
-        let (exchanges, redactor, clock, queue, metrics) = (
-            &mut self.exchanges,
-            &self.redactor,
-            &self.clock,
-            &mut self.queue,
-            &self.metrics,
-        );
+        let (redactor, clock, queue, metrics) =
+            (&self.redactor, &self.clock, &mut self.queue, &self.metrics);
         self.conns.retain(
             |tgid, sk, conn| {
                 let idle_for = now.saturating_sub(conn.last_ns);
-                let Some(session) = conn.http1.as_mut() else {
-                    let keep = idle_for < idle;
-                    if !keep {
-                        forget.push((tgid, conn.fd, sk));
-                    }
-                    return keep;
-                };
-                session.expire(now, timeout, exchanges);
-                emit_spans(conn, exchanges, redactor, clock, queue, metrics);
-                let keep = !(conn.http1.as_ref().is_some_and(|s| s.is_idle()) && idle_for >= idle);
+                with_session(conn, redactor, clock, queue, metrics, |s, emit| {
+                    s.expire(now, timeout, emit);
+                });
+                let quiet = conn.session.as_ref().is_none_or(|s| s.is_idle());
+                let keep = !(quiet && idle_for >= idle);
                 if !keep {
                     forget.push((tgid, conn.fd, sk));
                 }
@@ -310,17 +301,13 @@ impl Pipeline {
 
     /// Ends a connection's session and emits what that completes.
     fn finish_conn(&mut self, mut conn: Conn, now_ns: u64) {
-        if let Some(session) = conn.http1.as_mut() {
-            session.close(now_ns, &mut self.exchanges);
-            account_session(session, &self.metrics);
-        }
-        emit_spans(
-            &conn,
-            &mut self.exchanges,
+        with_session(
+            &mut conn,
             &self.redactor,
             &self.clock,
             &mut self.queue,
             &self.metrics,
+            |s, emit| s.close(now_ns, emit),
         );
     }
 
@@ -352,46 +339,26 @@ impl Pipeline {
     }
 }
 
-/// Moves a session's counters into the metrics.
-fn account_session(session: &mut Http1Session, metrics: &Metrics) {
-    let counts = session.take_counts();
-    if counts.orphan_responses > 0 {
-        metrics
-            .http_orphan_responses
-            .inc_by(counts.orphan_responses);
-    }
-    if counts.pending_overflow > 0 {
-        metrics
-            .http_pending_overflow
-            .inc_by(counts.pending_overflow);
-    }
-    for d in session.take_desyncs() {
-        let stream = match d.stream {
-            MessageKind::Request => "request",
-            MessageKind::Response => "response",
-        };
-        metrics
-            .parse_errors
-            .with_label_values(&["http1", stream, d.reason])
-            .inc();
+fn conn_kind(role: Role) -> SpanKind {
+    match role {
+        Role::Server => SpanKind::Server,
+        _ => SpanKind::Client,
     }
 }
 
-/// Turns completed exchanges (drained from `exchanges`) into spans.
-fn emit_spans(
-    conn: &Conn,
-    exchanges: &mut Vec<HttpExchange>,
+/// Runs `f` on the connection's session (if it has one) with an [`Emit`]
+/// describing the connection.
+fn with_session<R>(
+    conn: &mut Conn,
     redactor: &Redactor,
     clock: &Clock,
     queue: &mut SpanQueue,
     metrics: &Metrics,
-) {
-    let kind = match conn.role {
-        Role::Server => SpanKind::Server,
-        _ => SpanKind::Client,
-    };
+    f: impl FnOnce(&mut dyn crate::protocol::Session, &mut Emit<'_>) -> R,
+) -> Option<R> {
+    let session = conn.session.as_mut()?;
     let ctx = ConnContext {
-        kind,
+        kind: conn_kind(conn.role),
         netns: conn.netns,
         local: conn.local,
         remote: conn.remote,
@@ -399,18 +366,8 @@ fn emit_spans(
         remote_ip: &conn.remote_ip,
         resource: &conn.resource,
     };
-    if exchanges.is_empty() {
-        return;
-    }
-    for ex in exchanges.drain(..) {
-        match ex.outcome {
-            Outcome::Complete => metrics.exchanges_complete.inc(),
-            Outcome::Truncated => metrics.exchanges_truncated.inc(),
-            Outcome::Timeout => metrics.exchanges_timeout.inc(),
-            Outcome::ConnectionClosed => metrics.exchanges_closed.inc(),
-        }
-        queue.push(exchange_span(&ex, &ctx, redactor, clock));
-    }
+    let mut emit = Emit::new(conn.protocol, ctx, redactor, clock, metrics, queue);
+    Some(f(session.as_mut(), &mut emit))
 }
 
 #[cfg(test)]

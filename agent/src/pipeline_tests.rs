@@ -315,7 +315,7 @@ fn server_connection_gives_server_spans() {
 
     assert_eq!(h.metric("agent_spans_produced_total{kind=\"server\"}"), 3);
     assert_eq!(
-        h.metric("agent_http_exchanges_total{outcome=\"complete\"}"),
+        h.metric("agent_exchanges_total{outcome=\"complete\",protocol=\"http1\"}"),
         3
     );
     assert_eq!(h.metric("agent_connections_tracked"), 1);
@@ -462,7 +462,7 @@ fn process_exit_ends_its_connections() {
     assert_eq!(span.end_unix_ns - span.start_unix_ns, 1_000);
     assert_eq!(h.metric("agent_connections_tracked"), 1);
     assert_eq!(
-        h.metric("agent_http_exchanges_total{outcome=\"connection_closed\"}"),
+        h.metric("agent_exchanges_total{outcome=\"connection_closed\",protocol=\"http1\"}"),
         1
     );
     // The connections are gone; the other process's is not.
@@ -566,7 +566,7 @@ fn tick_times_out_old_requests() {
         "{duration}"
     );
     assert_eq!(
-        h.metric("agent_http_exchanges_total{outcome=\"timeout\"}"),
+        h.metric("agent_exchanges_total{outcome=\"timeout\",protocol=\"http1\"}"),
         1
     );
     // Reported once.

@@ -7,9 +7,9 @@ use std::{
     sync::Arc,
 };
 
-use agent_common::{Direction, Protocol, Role};
+use agent_common::{Protocol, Role};
 
-use crate::{protocol::http1::session::Http1Session, resource::ProcessResource, span::SpanKind};
+use crate::{protocol::Session, resource::ProcessResource, span::SpanKind};
 
 pub struct Conn {
     pub fd: i32,
@@ -24,29 +24,19 @@ pub struct Conn {
     pub remote_ip: Arc<str>,
     pub resource: Arc<ProcessResource>,
     /// Created on the first data once the span kind is known.
-    pub http1: Option<Box<Http1Session>>,
+    pub session: Option<Box<dyn Session>>,
     /// Kernel timestamp of the last record about this connection.
     pub last_ns: u64,
 }
 
 impl Conn {
-    /// The span kind for this connection, inferring an unknown role from the
-    /// first bytes: whoever sends a request (or receives a response) is the
-    /// client.
-    pub fn span_kind(&self, direction: Direction, first_bytes: &[u8]) -> Option<SpanKind> {
+    /// The span kind of this connection: the role the kernel saw, else
+    /// inferred from the first bytes (`None`: not decidable yet).
+    pub fn span_kind(&self, direction: agent_common::Direction, first: &[u8]) -> Option<SpanKind> {
         match self.role {
             Role::Server => Some(SpanKind::Server),
             Role::Client => Some(SpanKind::Client),
-            Role::Unknown => {
-                if first_bytes.is_empty() {
-                    return None;
-                }
-                let is_response = first_bytes.starts_with(b"HTTP/");
-                Some(match (direction, is_response) {
-                    (Direction::Ingress, false) | (Direction::Egress, true) => SpanKind::Server,
-                    (Direction::Egress, false) | (Direction::Ingress, true) => SpanKind::Client,
-                })
-            }
+            Role::Unknown => crate::protocol::infer_kind(self.protocol, direction, first),
         }
     }
 }

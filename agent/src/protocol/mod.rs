@@ -1,5 +1,208 @@
 //! Protocol parsers (sans-IO, over bytes) and the per-connection sessions
-//! that turn parsed messages into request/response exchanges. Each protocol
-//! mirrors its kernel-side classifier in `agent-common/src/classify.rs`.
+//! that turn parsed messages into spans. Each protocol mirrors its
+//! kernel-side classifier in `agent-common/src/classify.rs`.
+//!
+//! The pipeline knows protocols only through [`Session`]: it creates one per
+//! connection with [`new_session`] once the kernel has classified the
+//! connection's bytes and the span kind is known ([`infer_kind`] for
+//! connections whose role the kernel did not see), feeds it every data
+//! syscall, ticks it for timeouts and closes it. A session hands finished
+//! spans to the [`Emit`] it is given.
 
 pub mod http1;
+
+use std::{net::IpAddr, sync::Arc};
+
+use agent_common::{Direction, Protocol};
+
+use crate::{
+    clock::Clock,
+    config::Config,
+    export::SpanQueue,
+    resource::ProcessResource,
+    span::{SpanKind, SpanRecord, redact::Redactor},
+    telemetry::Metrics,
+};
+
+/// Times of the syscall being fed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventTimes {
+    /// Kernel monotonic ns at syscall entry.
+    pub enter_ns: u64,
+    /// Kernel monotonic ns at syscall exit.
+    pub exit_ns: u64,
+    pub tid: u32,
+}
+
+/// One data syscall on a connection, as a session sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct DataIn<'a> {
+    pub direction: Direction,
+    /// The captured prefix of what the syscall moved.
+    pub payload: &'a [u8],
+    /// Bytes the syscall moved beyond `payload` (a gap to skip).
+    pub uncaptured: u64,
+    pub times: EventTimes,
+}
+
+/// How an exchange (request and response, a call, a statement) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Request and response both seen to their end.
+    Complete,
+    /// The response began but its end could not be framed (capture gap or
+    /// garbage): the span ends at the last byte seen.
+    Truncated,
+    /// No response within the request timeout.
+    Timeout,
+    /// The connection ended before the response did.
+    ConnectionClosed,
+    /// The peer reset the exchange (HTTP/2 RST_STREAM, GOAWAY).
+    Reset,
+}
+
+impl Outcome {
+    pub const COUNT: usize = 5;
+    pub const ALL: [Outcome; Self::COUNT] = [
+        Outcome::Complete,
+        Outcome::Truncated,
+        Outcome::Timeout,
+        Outcome::ConnectionClosed,
+        Outcome::Reset,
+    ];
+
+    /// Label value in the agent's metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Truncated => "truncated",
+            Outcome::Timeout => "timeout",
+            Outcome::ConnectionClosed => "connection_closed",
+            Outcome::Reset => "reset",
+        }
+    }
+}
+
+/// The connection a session belongs to, from the traced process's side.
+pub struct ConnContext<'a> {
+    pub kind: SpanKind,
+    pub netns: u32,
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    /// `local.0` / `remote.0` as text (formatted once per connection).
+    pub local_ip: &'a Arc<str>,
+    pub remote_ip: &'a Arc<str>,
+    pub resource: &'a Arc<ProcessResource>,
+}
+
+/// Where a session sends what it finishes, with what it needs to build
+/// spans.
+pub struct Emit<'a> {
+    /// The protocol of the session emitting (labels its metrics).
+    pub protocol: Protocol,
+    pub conn: ConnContext<'a>,
+    pub redactor: &'a Redactor,
+    pub clock: &'a Clock,
+    pub metrics: &'a Metrics,
+    queue: &'a mut SpanQueue,
+}
+
+impl<'a> Emit<'a> {
+    pub fn new(
+        protocol: Protocol,
+        conn: ConnContext<'a>,
+        redactor: &'a Redactor,
+        clock: &'a Clock,
+        metrics: &'a Metrics,
+        queue: &'a mut SpanQueue,
+    ) -> Self {
+        Self {
+            protocol,
+            conn,
+            redactor,
+            clock,
+            metrics,
+            queue,
+        }
+    }
+
+    /// Hands over the span of one exchange and counts how it ended.
+    pub fn span(&mut self, span: SpanRecord, outcome: Outcome) {
+        self.metrics.exchange(self.protocol, outcome);
+        self.queue.push(span);
+    }
+
+    /// Counts a parse failure (`agent_parse_errors_total`) of this
+    /// session's protocol.
+    pub fn parse_error(&self, stream: &str, reason: &str) {
+        self.metrics
+            .parse_errors
+            .with_label_values(&[self.protocol.name(), stream, reason])
+            .inc();
+    }
+}
+
+/// What a session wants done with its connection after a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Keep feeding it.
+    Continue,
+    /// The bytes are no longer this protocol and not worth sending (an
+    /// upgrade to WebSocket, a tunnel, an encrypted session): stop the
+    /// kernel sending them. The reason labels a metric.
+    Ignore(&'static str),
+    /// The connection switched to another protocol (`Upgrade: h2c`): start
+    /// a session of that protocol, same span kind, and feed it from the
+    /// next syscall on.
+    Switch(Protocol),
+}
+
+/// One connection's protocol state: sans-IO, bounded, never panics on
+/// bad input.
+pub trait Session: Send {
+    /// Feeds one data syscall.
+    fn on_data(&mut self, data: &DataIn<'_>, emit: &mut Emit<'_>) -> Next;
+    /// Ends exchanges waiting longer than `timeout_ns` at `now_ns`.
+    fn expire(&mut self, now_ns: u64, timeout_ns: u64, emit: &mut Emit<'_>);
+    /// The connection ended at `now_ns`: finish what can be finished.
+    fn close(&mut self, now_ns: u64, emit: &mut Emit<'_>);
+    /// No exchange in progress (the connection may be forgotten when idle).
+    fn is_idle(&self) -> bool;
+}
+
+/// Protocol settings, taken from the configuration once.
+#[derive(Clone, Debug)]
+pub struct ProtocolConfig {
+    pub http1: http1::Http1Config,
+}
+
+impl ProtocolConfig {
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            http1: http1::Http1Config::from_config(cfg),
+        }
+    }
+}
+
+/// A session for a connection the kernel classified as `protocol`.
+/// `None` for protocols without a userspace parser (counted by the caller).
+pub fn new_session(
+    protocol: Protocol,
+    kind: SpanKind,
+    cfg: &ProtocolConfig,
+) -> Option<Box<dyn Session>> {
+    match protocol {
+        Protocol::Http1 => Some(Box::new(http1::Http1Conn::new(kind, &cfg.http1))),
+        _ => None,
+    }
+}
+
+/// The span kind of a connection whose role the kernel did not see (it was
+/// open before the agent started), from the first bytes that reached
+/// userspace and their direction. `None`: not decidable from these bytes.
+pub fn infer_kind(protocol: Protocol, direction: Direction, first: &[u8]) -> Option<SpanKind> {
+    match protocol {
+        Protocol::Http1 => http1::infer_kind(direction, first),
+        _ => None,
+    }
+}

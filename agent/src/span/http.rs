@@ -12,24 +12,14 @@ use super::{
 };
 use crate::{
     clock::Clock,
-    protocol::http1::{
-        parser::{Head, Method},
-        session::{HttpExchange, Outcome},
+    protocol::{
+        ConnContext, Outcome,
+        http1::{
+            parser::{Head, Method},
+            session::HttpExchange,
+        },
     },
-    resource::ProcessResource,
 };
-
-/// The connection an exchange happened on, from the traced process's side.
-pub struct ConnContext<'a> {
-    pub kind: SpanKind,
-    pub netns: u32,
-    pub local: (IpAddr, u16),
-    pub remote: (IpAddr, u16),
-    /// `local.0` / `remote.0` as text (formatted once per connection).
-    pub local_ip: &'a Arc<str>,
-    pub remote_ip: &'a Arc<str>,
-    pub resource: &'a Arc<ProcessResource>,
-}
 
 /// Longest `user_agent.original` / `url.full` exported.
 const MAX_VALUE_LEN: usize = 1024;
@@ -240,6 +230,7 @@ fn span_status(
             "connection_closed",
             "the connection closed before the response completed",
         )),
+        Outcome::Reset => Some(("reset", "the peer reset the exchange")),
         Outcome::Complete | Outcome::Truncated => None,
     };
     if let Some((error_type, description)) = transport_error {

@@ -10,14 +10,14 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use agent_common::Counter;
+use agent_common::{Counter, Protocol};
 use prometheus::{
     IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     core::{Collector, Desc},
     proto::{Counter as PCounter, LabelPair, Metric, MetricFamily, MetricType},
 };
 
-use crate::bpf::counters::KernelCounters;
+use crate::{bpf::counters::KernelCounters, protocol::Outcome};
 
 /// Userspace loss reasons (kernel ones come from [`Counter`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub events_read: IntCounterVec,
     pub parse_errors: IntCounterVec,
-    pub http_exchanges: IntCounterVec,
+    pub exchanges_vec: IntCounterVec,
     pub http_orphan_responses: IntCounter,
     pub http_pending_overflow: IntCounter,
     pub connections_opened: IntCounter,
@@ -60,14 +60,19 @@ pub struct Metrics {
     pub read_conn_close: IntCounter,
     pub read_proc_exit: IntCounter,
     pub read_proc_info: IntCounter,
-    pub exchanges_complete: IntCounter,
-    pub exchanges_truncated: IntCounter,
-    pub exchanges_timeout: IntCounter,
-    pub exchanges_closed: IntCounter,
+    /// `agent_exchanges_total` children by [`Protocol`] then [`Outcome`].
+    exchanges: Vec<[IntCounter; Outcome::COUNT]>,
     losses: Arc<LossCollector>,
 }
 
 impl Metrics {
+    /// Counts one exchange of `protocol` that ended with `outcome`.
+    pub fn exchange(&self, protocol: Protocol, outcome: Outcome) {
+        if let Some(by_outcome) = self.exchanges.get(protocol as usize) {
+            by_outcome[outcome as usize].inc();
+        }
+    }
+
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
@@ -119,10 +124,11 @@ impl Metrics {
             "Spans produced, by span kind.",
             &["kind"],
         );
-        let http_exchanges = counter_vec(
-            "agent_http_exchanges_total",
-            "HTTP request/response exchanges assembled, by outcome.",
-            &["outcome"],
+        let exchanges = counter_vec(
+            "agent_exchanges_total",
+            "Request/response exchanges assembled (HTTP requests, RPCs, database \
+             statements), by protocol and outcome.",
+            &["protocol", "outcome"],
         );
         Arc::new(Self {
             spans_client: spans_produced.with_label_values(&["client"]),
@@ -132,13 +138,13 @@ impl Metrics {
             read_conn_close: events_read.with_label_values(&["conn_close"]),
             read_proc_exit: events_read.with_label_values(&["proc_exit"]),
             read_proc_info: events_read.with_label_values(&["proc_info"]),
-            exchanges_complete: http_exchanges.with_label_values(&["complete"]),
-            exchanges_truncated: http_exchanges.with_label_values(&["truncated"]),
-            exchanges_timeout: http_exchanges.with_label_values(&["timeout"]),
-            exchanges_closed: http_exchanges.with_label_values(&["connection_closed"]),
+            exchanges: Protocol::ALL
+                .iter()
+                .map(|p| Outcome::ALL.map(|o| exchanges.with_label_values(&[p.name(), o.name()])))
+                .collect(),
             events_read,
             spans_produced,
-            http_exchanges,
+            exchanges_vec: exchanges,
             parse_errors: counter_vec(
                 "agent_parse_errors_total",
                 "Protocol framing lost (desynchronisations), by protocol, stream and reason.",

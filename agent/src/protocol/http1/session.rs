@@ -13,26 +13,15 @@ use agent_common::Direction;
 
 use super::parser::{BodyHint, DesyncReason, Head, Limits, MessageKind, Method, Parser, Sink};
 
-/// Times of the syscall being fed.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct EventTimes {
-    pub enter_ns: u64,
-    pub exit_ns: u64,
-    pub tid: u32,
-}
+pub use crate::protocol::{EventTimes, Outcome};
 
-/// How an exchange ended.
+/// What an upgraded connection speaks now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Request and response both seen to their end.
-    Complete,
-    /// The response head was seen but its end could not be framed (capture
-    /// gap or garbage): the span ends at the last byte seen.
-    Truncated,
-    /// No response within the request timeout.
-    Timeout,
-    /// The connection ended before the response did.
-    ConnectionClosed,
+pub enum Upgrade {
+    /// HTTP/2 over cleartext (`101 Switching Protocols` to `h2c`).
+    H2c,
+    /// Anything else (WebSocket, a CONNECT tunnel, ...): not parsed.
+    Opaque,
 }
 
 /// A request and (if any) its response.
@@ -100,6 +89,8 @@ struct State {
     request_begun: Option<Begun>,
     response: Option<ResponseInProgress>,
     upgraded: bool,
+    /// The 101 response switched to HTTP/2 (`Upgrade: h2c`).
+    upgraded_to_h2c: bool,
     now: EventTimes,
     /// Start timestamp rule for the stream being fed.
     start_at_enter: bool,
@@ -130,6 +121,7 @@ impl Http1Session {
                 request_begun: None,
                 response: None,
                 upgraded: false,
+                upgraded_to_h2c: false,
                 now: EventTimes::default(),
                 start_at_enter: false,
                 last_ns: 0,
@@ -228,6 +220,15 @@ impl Http1Session {
     /// parse on this connection.
     pub fn is_upgraded(&self) -> bool {
         self.state.upgraded
+    }
+
+    /// What the connection switched to, once it has.
+    pub fn upgrade(&self) -> Option<Upgrade> {
+        match (self.state.upgraded, self.state.upgraded_to_h2c) {
+            (false, _) => None,
+            (true, true) => Some(Upgrade::H2c),
+            (true, false) => Some(Upgrade::Opaque),
+        }
     }
 
     /// Counts since the last call.
@@ -426,10 +427,11 @@ impl Sink for ResponseSink<'_> {
         }
     }
 
-    fn upgraded(&mut self, _upgrade: Option<&str>) {
+    fn upgraded(&mut self, upgrade: Option<&str>) {
         // The 101 (or CONNECT 2xx) response completes its request.
         self.complete(0, Outcome::Complete);
         self.st.upgraded = true;
+        self.st.upgraded_to_h2c = upgrade.is_some_and(|u| u.trim().eq_ignore_ascii_case("h2c"));
     }
 }
 
