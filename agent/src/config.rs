@@ -113,6 +113,26 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpCompression {
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "gzip")]
+    Gzip,
+}
+
+impl OtlpCompression {
+    pub fn parse_env(s: &str) -> Option<Self> {
+        match s.trim() {
+            "none" | "" => Some(Self::None),
+            "gzip" => Some(Self::Gzip),
+            _ => None,
+        }
+    }
+}
+
 impl OtlpProtocol {
     pub fn parse_env(s: &str) -> Option<Self> {
         match s.trim() {
@@ -186,6 +206,7 @@ pub struct FileOtlp {
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(with = "humantime_opt")]
     pub timeout: Option<Duration>,
+    pub compression: Option<OtlpCompression>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,15 +287,30 @@ pub struct ExportConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct OtlpConfig {
     pub protocol: OtlpProtocol,
-    /// Full traces URL, when the agent's own settings give one. `None`
-    /// lets the exporter read the `OTEL_EXPORTER_OTLP_*` variables.
-    pub traces_endpoint: Option<String>,
-    /// Extra headers from the file (the `OTEL_EXPORTER_OTLP_HEADERS`
-    /// variable is read by the exporter itself).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    /// Full traces URL (gRPC: the collector's address; HTTP: ending in
+    /// `/v1/traces` unless given whole).
+    pub traces_endpoint: String,
+    /// Headers of every export request: the file's, then
+    /// `OTEL_EXPORTER_OTLP_HEADERS`, then `OTEL_EXPORTER_OTLP_TRACES_HEADERS`
+    /// (later sources win per key). Values are not printed.
+    #[serde(serialize_with = "redacted_headers")]
     pub headers: BTreeMap<String, String>,
     #[serde(serialize_with = "humantime_opt::serialize")]
     pub timeout: Duration,
+    pub compression: OtlpCompression,
+}
+
+/// `--print-config` shows header names only: values are often secrets.
+fn redacted_headers<S: serde::Serializer>(
+    headers: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut map = s.serialize_map(Some(headers.len()))?;
+    for k in headers.keys() {
+        map.serialize_entry(k, "REDACTED")?;
+    }
+    map.end()
 }
 
 /// Configuration errors name the key and the problem.
@@ -336,6 +372,11 @@ pub struct OtelEnv {
     /// Milliseconds, as the specification defines the variable.
     pub timeout: Option<String>,
     pub traces_timeout: Option<String>,
+    /// `key=value,key=value`, values percent-encoded.
+    pub headers: Option<String>,
+    pub traces_headers: Option<String>,
+    pub compression: Option<String>,
+    pub traces_compression: Option<String>,
 }
 
 impl OtelEnv {
@@ -348,6 +389,10 @@ impl OtelEnv {
             traces_protocol: get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
             timeout: get("OTEL_EXPORTER_OTLP_TIMEOUT"),
             traces_timeout: get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+            headers: get("OTEL_EXPORTER_OTLP_HEADERS"),
+            traces_headers: get("OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
+            compression: get("OTEL_EXPORTER_OTLP_COMPRESSION"),
+            traces_compression: get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"),
         }
     }
 }
@@ -543,30 +588,70 @@ fn resolve_export(
         })?,
         (None, None, None) => file.otlp.protocol.unwrap_or(OtlpProtocol::Grpc),
     };
-    // Where the traces go, in precedence order. `None` with an OTEL
-    // variable set means "let the exporter read the variables".
+    // Where the traces go, in precedence order: flag, the OTEL variables
+    // (the signal-specific one is a full URL), the file, the default.
     let env_has_endpoint = env.traces_endpoint.is_some() || env.endpoint.is_some();
-    let traces_endpoint = if let Some(base) = &flags.otlp_endpoint {
-        Some(signal_url(base, protocol))
-    } else if env_has_endpoint {
-        None
+    let (endpoint_key, traces_endpoint) = if let Some(base) = &flags.otlp_endpoint {
+        ("--otlp-endpoint", Some(signal_url(base, protocol)))
+    } else if let Some(url) = &env.traces_endpoint {
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            Some(url.trim().to_string()),
+        )
+    } else if let Some(base) = &env.endpoint {
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            Some(signal_url(base.trim(), protocol)),
+        )
     } else if let Some(url) = &file.otlp.traces_endpoint {
-        Some(url.clone())
+        ("export.otlp.traces_endpoint", Some(url.clone()))
     } else {
-        file.otlp
-            .endpoint
-            .as_deref()
-            .map(|b| signal_url(b, protocol))
+        (
+            "export.otlp.endpoint",
+            file.otlp
+                .endpoint
+                .as_deref()
+                .map(|b| signal_url(b, protocol)),
+        )
     };
     if let Some(url) = &traces_endpoint
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
         return Err(invalid(
-            "export.otlp.endpoint",
+            endpoint_key,
             format!("{url:?} must start with http:// or https://"),
         ));
     }
-    let have_endpoint = traces_endpoint.is_some() || env_has_endpoint;
+    let have_endpoint = traces_endpoint.is_some();
+    let traces_endpoint = traces_endpoint.unwrap_or_else(|| match protocol {
+        OtlpProtocol::Grpc => "http://localhost:4317".to_string(),
+        OtlpProtocol::HttpProtobuf => "http://localhost:4318/v1/traces".to_string(),
+    });
+    debug_assert!(have_endpoint || !env_has_endpoint);
+    let mut headers = file.otlp.headers.unwrap_or_default();
+    for (key, value) in [
+        ("OTEL_EXPORTER_OTLP_HEADERS", &env.headers),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &env.traces_headers),
+    ] {
+        if let Some(v) = value {
+            headers.extend(parse_headers(v).map_err(|problem| invalid(key, problem))?);
+        }
+    }
+    let compression = match (&env.traces_compression, &env.compression) {
+        (Some(c), _) => OtlpCompression::parse_env(c).ok_or_else(|| {
+            invalid(
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                format!("{c:?}: supported are gzip and none"),
+            )
+        })?,
+        (None, Some(c)) => OtlpCompression::parse_env(c).ok_or_else(|| {
+            invalid(
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+                format!("{c:?}: supported are gzip and none"),
+            )
+        })?,
+        (None, None) => file.otlp.compression.unwrap_or_default(),
+    };
     let mode = match flags.export.or(file.mode).unwrap_or(ExportMode::Auto) {
         ExportMode::Auto if have_endpoint => ExportMode::Otlp,
         ExportMode::Auto => ExportMode::Stdout,
@@ -580,8 +665,9 @@ fn resolve_export(
         otlp: OtlpConfig {
             protocol,
             traces_endpoint,
-            headers: file.otlp.headers.unwrap_or_default(),
+            headers,
             timeout: otlp_timeout(env, file.otlp.timeout)?,
+            compression,
         },
     };
     if export.queue_size == 0 {
@@ -618,6 +704,46 @@ fn otlp_timeout(env: &OtelEnv, file: Option<Duration>) -> Result<Duration, Confi
         }
     }
     Ok(file.unwrap_or(Duration::from_secs(10)))
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value` pairs separated by commas,
+/// values percent-decoded (W3C Baggage-like format of the specification).
+fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(format!("{item:?} is not key=value"));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("{item:?} has an empty key"));
+        }
+        out.push((k.to_ascii_lowercase(), percent_decode(v.trim())));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 /// The traces URL for a base OTLP endpoint (as `OTEL_EXPORTER_OTLP_ENDPOINT`
@@ -671,13 +797,35 @@ mod tests {
         let c = resolve(Flags::default(), yaml, env).unwrap();
         assert_eq!(c.export.mode, ExportMode::Otlp);
         assert_eq!(c.export.otlp.protocol, OtlpProtocol::HttpProtobuf);
-        assert_eq!(c.export.otlp.traces_endpoint, None, "env wins over file");
+        assert_eq!(
+            c.export.otlp.traces_endpoint, "http://collector:4318/v1/traces",
+            "env wins over file"
+        );
 
         let c = resolve(Flags::default(), yaml, OtelEnv::default()).unwrap();
+        assert_eq!(c.export.otlp.traces_endpoint, "http://file:4317");
+
+        let env = OtelEnv {
+            endpoint: Some("http://collector:4318".into()),
+            traces_endpoint: Some("http://traces:9999/custom".into()),
+            protocol: Some("http/protobuf".into()),
+            headers: Some("api-key=secret%20one, X-Tenant = a".into()),
+            traces_headers: Some("x-tenant=b".into()),
+            compression: Some("gzip".into()),
+            ..Default::default()
+        };
+        let c = resolve(Flags::default(), "", env).unwrap();
+        assert_eq!(c.export.otlp.traces_endpoint, "http://traces:9999/custom");
+        assert_eq!(c.export.otlp.headers["api-key"], "secret one");
         assert_eq!(
-            c.export.otlp.traces_endpoint.as_deref(),
-            Some("http://file:4317")
+            c.export.otlp.headers["x-tenant"], "b",
+            "traces-specific wins"
         );
+        assert_eq!(c.export.otlp.compression, OtlpCompression::Gzip);
+
+        let c = resolve(Flags::default(), "", OtelEnv::default()).unwrap();
+        assert_eq!(c.export.mode, ExportMode::Stdout);
+        assert_eq!(c.export.otlp.traces_endpoint, "http://localhost:4317");
 
         let flags = Flags {
             otlp_endpoint: Some("http://flag:4318/".into()),
@@ -685,9 +833,16 @@ mod tests {
             ..Default::default()
         };
         let c = resolve(flags, "", OtelEnv::default()).unwrap();
-        assert_eq!(
-            c.export.otlp.traces_endpoint.as_deref(),
-            Some("http://flag:4318/v1/traces")
+        assert_eq!(c.export.otlp.traces_endpoint, "http://flag:4318/v1/traces");
+
+        let env = OtelEnv {
+            headers: Some("novalue".into()),
+            ..Default::default()
+        };
+        let e = resolve(Flags::default(), "", env).unwrap_err();
+        assert!(
+            e.to_string().starts_with("OTEL_EXPORTER_OTLP_HEADERS:"),
+            "{e}"
         );
     }
 

@@ -154,12 +154,7 @@ fn build_sink(cfg: &Config) -> Result<(Sink, String), RunError> {
                 crate::config::OtlpProtocol::Grpc => "grpc",
                 crate::config::OtlpProtocol::HttpProtobuf => "http/protobuf",
             };
-            let endpoint = cfg
-                .export
-                .otlp
-                .traces_endpoint
-                .clone()
-                .unwrap_or_else(|| "the OTEL_EXPORTER_OTLP_* endpoint".to_string());
+            let endpoint = cfg.export.otlp.traces_endpoint.clone();
             (
                 Sink::Otlp(Box::new(sink)),
                 format!("OTLP {protocol} {endpoint}"),
