@@ -44,7 +44,7 @@ pub const MAX_IOVECS: usize = 8;
 pub const MAX_PROCS_SEEN: u32 = 16_384;
 
 /// Default size of the event ring buffer (bytes, power of two).
-pub const DEFAULT_RING_BYTES: u32 = 16 * 1024 * 1024;
+pub const DEFAULT_RING_BYTES: u32 = 8 * 1024 * 1024;
 
 /// Default capacity of the kernel connection map.
 pub const DEFAULT_MAX_CONNS: u32 = 65_536;
