@@ -7,9 +7,9 @@
 //! into a data record.
 
 use agent_common::{
-    CLASSIFY_BYTES, ConnKey, ConnState, Counter, DataFlags, DataHeader, Inflight, IoKind,
+    CLASSIFY_BYTES, ConnKey, ConnState, ConnVal, Counter, DataFlags, DataHeader, Inflight, IoKind,
     MAX_CAPTURE_BYTES, MAX_IOVECS, Protocol, RecordKind, Role, Syscall, classify_prefix,
-    record::DATA_HEADER_SIZE,
+    offsets::NO_REGS_WINDOW, record::DATA_HEADER_SIZE,
 };
 use aya_ebpf::{
     helpers::{
@@ -82,7 +82,8 @@ ingress_exit_program!(sys_exit_recvmsg, Syscall::Recvmsg, IoKind::Msg);
 ingress_exit_program!(sys_exit_recvmmsg, Syscall::Recvmmsg, IoKind::Mmsg);
 
 /// The first three arguments of the current syscall, from the user
-/// registers saved at syscall entry (`bpf_task_pt_regs`).
+/// registers saved at syscall entry (`bpf_task_pt_regs`): one read of the
+/// 24 bytes holding them where they are adjacent (x86_64), else three.
 #[inline(always)]
 fn syscall_args() -> Option<[u64; 3]> {
     // SAFETY: helpers returning the current task and its saved registers.
@@ -92,6 +93,27 @@ fn syscall_args() -> Option<[u64; 3]> {
     };
     if regs == 0 {
         return None;
+    }
+    let window = offset!(regs_window);
+    if window != u64::from(NO_REGS_WINDOW) {
+        let mut w = [0u64; 4];
+        // SAFETY: 24 bytes into a 32-byte local; the helper faults safely.
+        let rc = unsafe {
+            generated::bpf_probe_read_kernel(
+                w.as_mut_ptr().cast(),
+                24,
+                (regs + window) as *const core::ffi::c_void,
+            )
+        };
+        if rc != 0 {
+            return None;
+        }
+        let slots = offset!(regs_window_slots);
+        return Some([
+            w[(slots & 3) as usize],
+            w[((slots >> 2) & 3) as usize],
+            w[((slots >> 4) & 3) as usize],
+        ]);
     }
     let read = |off: u64| -> Option<u64> {
         // SAFETY: bpf_probe_read_kernel faults safely.
@@ -127,10 +149,20 @@ fn try_exit_ingress(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
         tgid,
         fd: fd as u32,
     };
-    if CONNS.get_ptr(&key).is_none() && !conn::track(key, Role::Unknown) {
-        return;
-    }
-    // SAFETY: helper without preconditions.
+    let conn = match CONNS.get_ptr_mut(key) {
+        Some(c) => c,
+        None => {
+            if !conn::track(key, Role::Unknown) {
+                return;
+            }
+            let Some(c) = CONNS.get_ptr_mut(key) else {
+                return;
+            };
+            c
+        }
+    };
+    // SAFETY: helper without preconditions. A read's data is there when it
+    // returns: entry and exit share this one timestamp.
     let now = unsafe { bpf_ktime_get_ns() };
     let inflight = Inflight {
         ptr,
@@ -141,7 +173,7 @@ fn try_exit_ingress(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
         io: io as u8,
         _pad: [0; 2],
     };
-    finish_data(&inflight, id, ret);
+    finish_data(conn, key, &inflight, id, ret, now);
 }
 
 /// Saves the arguments of a syscall on a socket of interest. `arg 0` is the
@@ -217,14 +249,6 @@ fn try_exit(ctx: &TracePointContext) {
     if ret <= 0 {
         return;
     }
-    finish_data(&inflight, id, ret);
-}
-
-/// A data syscall on a tracked socket returned `ret` > 0 bytes: classify
-/// the connection if needed, then emit the data.
-#[inline(always)]
-fn finish_data(inflight: &Inflight, id: u64, ret: i64) {
-    let tgid = (id >> 32) as u32;
     let key = ConnKey {
         tgid,
         fd: inflight.fd as u32,
@@ -232,6 +256,16 @@ fn finish_data(inflight: &Inflight, id: u64, ret: i64) {
     let Some(conn) = CONNS.get_ptr_mut(&key) else {
         return;
     };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    finish_data(conn, key, &inflight, id, ret, now);
+}
+
+/// A data syscall on a tracked socket (`conn`, the `CONNS` entry of `key`)
+/// returned `ret` > 0 bytes at `now`: classify the connection if needed,
+/// then emit the data.
+#[inline(always)]
+fn finish_data(conn: *mut ConnVal, key: ConnKey, inflight: &Inflight, id: u64, ret: i64, now: u64) {
     // SAFETY: the pointer came from a successful lookup; entries are only
     // mutated by the thread doing I/O on that descriptor or by userspace.
     let cv = unsafe { *conn };
@@ -252,7 +286,7 @@ fn finish_data(inflight: &Inflight, id: u64, ret: i64) {
     } else if cv.state != ConnState::Traced as u8 {
         return;
     }
-    emit_data(inflight, id, ret as u64, cv.sk);
+    emit_data(inflight, id, ret as u64, cv.sk, now);
 }
 
 /// First (pointer, length) segment of the syscall's user buffer.
@@ -317,7 +351,7 @@ fn classify(inflight: &Inflight, ret: u64) -> Protocol {
 }
 
 #[inline(always)]
-fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64) {
+fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64, now: u64) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -378,8 +412,7 @@ fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64) {
         fd: inflight.fd,
         sk,
         ts_enter_ns: inflight.ts_enter_ns,
-        // SAFETY: helper without preconditions.
-        ts_exit_ns: unsafe { bpf_ktime_get_ns() },
+        ts_exit_ns: now,
         total_len: total,
         captured_len: captured,
         _pad: 0,

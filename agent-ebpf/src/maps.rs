@@ -106,6 +106,8 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     regs_arg1: 0,
     regs_arg2: 0,
     exit_group_dead: 0,
+    regs_window: agent_common::offsets::NO_REGS_WINDOW,
+    regs_window_slots: 0,
 };
 
 #[inline(always)]

@@ -127,7 +127,8 @@ fn start_nginx(dir: &Path) -> Result<Nginx> {
          http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
            client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
            uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-           server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello\\n\"; }} }}\n}}\n",
+           server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello\\n\"; }}\n\
+             location = /nginx_status {{ stub_status; }} }}\n}}\n",
         d = dir.display()
     );
     let path = dir.join("nginx.conf");
@@ -148,6 +149,22 @@ fn start_nginx(dir: &Path) -> Result<Nginx> {
     })
 }
 
+/// nginx's own count of requests served (stub_status), which includes the
+/// status request itself.
+fn nginx_requests(port: u16) -> Result<u64> {
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port}/nginx_status")])
+        .output()
+        .context("running curl")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "server accepts handled requests\n 1 1 1"
+    text.lines()
+        .skip_while(|l| !l.starts_with("server accepts"))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .with_context(|| format!("cannot parse nginx stub_status:\n{text}"))
+}
+
 fn wait_port(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -160,7 +177,6 @@ fn wait_port(port: u16) -> Result<()> {
 }
 
 struct WrkResult {
-    requests: u64,
     rps: f64,
     p99_ms: f64,
 }
@@ -190,7 +206,6 @@ fn run_wrk(port: u16, threads: u32, connections: u32, duration: u32) -> Result<W
         .output()
         .context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut requests = None;
     let mut rps = None;
     let mut p99 = None;
     for line in text.lines() {
@@ -199,16 +214,10 @@ fn run_wrk(port: u16, threads: u32, connections: u32, duration: u32) -> Result<W
             p99 = parse_latency_ms(rest);
         } else if let Some(rest) = t.strip_prefix("Requests/sec:") {
             rps = rest.trim().parse().ok();
-        } else if t.contains(" requests in ") {
-            requests = t.split_whitespace().next().and_then(|n| n.parse().ok());
         }
     }
-    match (requests, rps, p99) {
-        (Some(requests), Some(rps), Some(p99_ms)) => Ok(WrkResult {
-            requests,
-            rps,
-            p99_ms,
-        }),
+    match (rps, p99) {
+        (Some(rps), Some(p99_ms)) => Ok(WrkResult { rps, p99_ms }),
         _ => bail!("cannot parse wrk output:\n{text}"),
     }
 }
@@ -263,6 +272,9 @@ fn metric_sum(metrics: &str, name: &str, label: Option<&str>) -> f64 {
 
 struct AgentRun {
     wrk: WrkResult,
+    /// Requests nginx served during the run (stub_status), the reference
+    /// of the capture ratio.
+    served: u64,
     cpu_s: f64,
     peak_rss_kib: u64,
     lost: f64,
@@ -325,9 +337,12 @@ fn run_with_agent(
         sleep(Duration::from_millis(100));
     }
     let pid = agent_proc.pid();
+    let served0 = nginx_requests(nginx.port)?;
     let cpu0 = cpu_seconds(pid)?;
     let wrk = run_wrk(nginx.port, threads, connections, duration)?;
     let cpu1 = cpu_seconds(pid)?;
+    // Requests nginx served in between: both status requests excluded.
+    let served = nginx_requests(nginx.port)?.saturating_sub(served0 + 1);
     // Let the last spans be exported: wait until the counts stop moving.
     let mut last = 0;
     let mut stable_since = Instant::now();
@@ -352,13 +367,16 @@ fn run_with_agent(
     let c = read_counts(&counts);
     Ok(AgentRun {
         wrk,
+        served,
         cpu_s: cpu1 - cpu0,
         peak_rss_kib,
         lost: metric_sum(&metrics, "agent_events_lost_total", None),
+        // The two status requests are nginx server spans too.
         server_spans: c
             .get(&("nginx".to_string(), "server".to_string()))
             .copied()
-            .unwrap_or(0),
+            .unwrap_or(0)
+            .saturating_sub(2),
         client_spans: c
             .get(&("wrk".to_string(), "client".to_string()))
             .copied()
@@ -420,8 +438,8 @@ fn http(
         // Share of one core per 10k req/s.
         let core_share = with.cpu_s / f64::from(duration);
         let per_10k = core_share / (with.wrk.rps / 10_000.0) * 100.0;
-        let cap = with.server_spans as f64 / with.wrk.requests as f64;
-        let ccap = with.client_spans as f64 / with.wrk.requests as f64;
+        let cap = with.server_spans as f64 / with.served as f64;
+        let ccap = with.client_spans as f64 / with.served as f64;
         rows.push(format!(
             "| {} | {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.2} | {:.3} | {:.2} | {:.1} | {} | {} | {:.4} | {:.4} |",
             round + 1,
@@ -458,7 +476,7 @@ fn http(
     report.push_str(
         "| round | order | bare req/s | agent req/s | ratio | bare p99 ms | agent p99 ms | p99 ratio \
          | agent CPU % core per 10k req/s | agent peak RSS MiB | events lost | spans dropped \
-         | capture (nginx server spans ÷ requests) | capture (wrk client spans ÷ requests) |\n",
+         | capture (nginx server spans ÷ requests nginx served) | capture (wrk client spans ÷ requests nginx served) |\n",
     );
     report.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
