@@ -45,6 +45,9 @@ pub struct Metrics {
     pub http_pending_overflow: IntCounter,
     pub connections_opened: IntCounter,
     pub connections_ignored: IntCounterVec,
+    /// Data records of connections the agent had just told the kernel to
+    /// ignore (already in the ring buffer): discarded on purpose.
+    pub records_of_ignored: IntCounter,
     pub connections_tracked: IntGauge,
     pub processes_cached: IntGauge,
     pub spans_produced: IntCounterVec,
@@ -166,6 +169,11 @@ impl Metrics {
                 "agent_connections_ignored_total",
                 "Connections the agent stopped tracing, by reason.",
                 &["reason"],
+            ),
+            records_of_ignored: counter(
+                "agent_ignored_connection_records_total",
+                "Data records discarded because their connection had just been ignored \
+                 (written by the kernel before it learnt so).",
             ),
             connections_tracked: gauge(
                 "agent_connections_tracked",
