@@ -161,7 +161,7 @@ pub struct FileCapture {
     pub capture_bytes: Option<u32>,
     pub ring_buffer_bytes: Option<u32>,
     pub max_connections: Option<u32>,
-    pub wakeup_bytes: Option<u64>,
+    pub wakeup_records: Option<u64>,
     #[serde(with = "humantime_opt")]
     pub poll_interval: Option<Duration>,
 }
@@ -248,7 +248,9 @@ pub struct CaptureConfig {
     pub capture_bytes: u32,
     pub ring_buffer_bytes: u32,
     pub max_connections: u32,
-    pub wakeup_bytes: u64,
+    /// Records one CPU writes between two wake-ups of the reader (0: every
+    /// record); the reader also polls every `poll_interval`.
+    pub wakeup_records: u64,
     #[serde(serialize_with = "humantime_opt::serialize")]
     pub poll_interval: Duration,
 }
@@ -430,7 +432,7 @@ impl Config {
                 .max_connections
                 .or(file.capture.max_connections)
                 .unwrap_or(DEFAULT_MAX_CONNS),
-            wakeup_bytes: file.capture.wakeup_bytes.unwrap_or(256 * 1024),
+            wakeup_records: file.capture.wakeup_records.unwrap_or(1024),
             poll_interval: file
                 .capture
                 .poll_interval
@@ -457,10 +459,14 @@ impl Config {
         if capture.max_connections == 0 {
             return Err(invalid("capture.max_connections", "must be positive"));
         }
-        if capture.wakeup_bytes >= u64::from(capture.ring_buffer_bytes) {
+        // Even with the smallest records (a data header), the ring must hold
+        // what every CPU writes between two wake-ups.
+        let min_record = agent_common::record::DATA_HEADER_SIZE as u64 + 8;
+        if capture.wakeup_records.saturating_mul(min_record) >= u64::from(capture.ring_buffer_bytes)
+        {
             return Err(invalid(
-                "capture.wakeup_bytes",
-                "must be smaller than capture.ring_buffer_bytes",
+                "capture.wakeup_records",
+                "too large for capture.ring_buffer_bytes",
             ));
         }
         if capture.poll_interval.is_zero() || capture.poll_interval > Duration::from_secs(1) {

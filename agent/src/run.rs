@@ -76,7 +76,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         capture_bytes: cfg.capture.capture_bytes,
         ring_bytes: cfg.capture.ring_buffer_bytes,
         max_connections: cfg.capture.max_connections,
-        wakeup_bytes: cfg.capture.wakeup_bytes,
+        wakeup_records: cfg.capture.wakeup_records,
     };
     let mut capture = tokio::task::spawn_blocking(move || Capture::load(&load))
         .await

@@ -50,8 +50,9 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Capacity of the kernel connection map.
     pub max_connections: u32,
-    /// Wake the reader once this many bytes wait (0: on every record).
-    pub wakeup_bytes: u64,
+    /// Records per CPU between forced wake-ups of the reader (0: on every
+    /// record).
+    pub wakeup_records: u64,
 }
 
 /// The loaded, attached programs and the maps userspace reads.
@@ -85,7 +86,7 @@ impl Capture {
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &tgid, true)
             .override_global("CAPTURE_BYTES", &opts.capture_bytes, true)
-            .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
+            .override_global("WAKEUP_EVERY", &opts.wakeup_records, true)
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("CONNS", opts.max_connections)
