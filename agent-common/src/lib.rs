@@ -14,7 +14,7 @@ pub mod record;
 
 pub use classify::{Protocol, classify_prefix};
 pub use counters::Counter;
-pub use maps::{ConnKey, ConnState, ConnVal, Inflight, IoKind};
+pub use maps::{ConnKey, ConnState, ConnVal, EndpointKey, Inflight, IoKind};
 pub use offsets::KernelOffsets;
 pub use record::{
     CloseReason, ConnCloseRecord, ConnOpenRecord, DataFlags, DataHeader, Direction, ProcExitRecord,
@@ -63,5 +63,6 @@ mod pod {
     // byte arrays, and have explicit padding (no uninitialised bytes).
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::ConnVal {}
+    unsafe impl aya::Pod for super::EndpointKey {}
     unsafe impl aya::Pod for super::KernelOffsets {}
 }

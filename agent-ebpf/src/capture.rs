@@ -183,7 +183,9 @@ fn try_exit_ingress(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
 pub fn save_args(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if tgid == agent_tgid() {
+    // The agent's own connects are followed (to learn its endpoints), none
+    // of its data.
+    if tgid == agent_tgid() && !matches!(io, IoKind::Connect) {
         return;
     }
     let fd = arg(ctx, 0) as i64;
@@ -275,8 +277,14 @@ fn finish_data(conn: *mut ConnVal, key: ConnKey, inflight: &Inflight, id: u64, r
             count(Counter::Unclassified);
             return;
         }
-        if !conn::announce(key, &cv, protocol as u8, id) {
-            return;
+        match conn::announce(key, &cv, protocol as u8, id) {
+            conn::Announced::Yes => {}
+            conn::Announced::RingFull => return,
+            conn::Announced::AgentOwn => {
+                // SAFETY: as above.
+                unsafe { (*conn).state = ConnState::Ignored as u8 };
+                return;
+            }
         }
         // SAFETY: as above.
         unsafe {

@@ -2,7 +2,8 @@
 
 use agent_common::{
     ConnKey, ConnVal, Counter, DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNS, DEFAULT_RING_BYTES,
-    Inflight, KernelOffsets, MAX_CAPTURE_BYTES, MAX_INFLIGHT, MAX_PROCS_SEEN, ProcInfoHeader,
+    EndpointKey, Inflight, KernelOffsets, MAX_CAPTURE_BYTES, MAX_INFLIGHT, MAX_PROCS_SEEN,
+    ProcInfoHeader,
     counters::COUNTER_COUNT,
     record::{DataHeader, MAX_PROC_ENVIRON},
 };
@@ -25,6 +26,14 @@ pub static CONNS: HashMap<ConnKey, ConnVal> = HashMap::with_max_entries(DEFAULT_
 /// Traced sockets by `struct sock` address, for `inet_sock_set_state`.
 #[map]
 pub static SK_TRACED: HashMap<u64, ConnKey> = HashMap::with_max_entries(DEFAULT_MAX_CONNS, 0);
+
+/// The agent's own endpoints: sockets it connected (the kernel adds them
+/// at `connect`) and its listening sockets (userspace adds them). A
+/// connection whose peer is one of them is the agent talking to itself or
+/// to a local collector: it is ignored before any record is written.
+#[map]
+pub static AGENT_ENDPOINTS: LruHashMap<EndpointKey, u8> =
+    LruHashMap::with_max_entries(agent_common::maps::MAX_AGENT_ENDPOINTS, 0);
 
 /// Syscall arguments between enter and exit, by `pid_tgid`.
 #[map]

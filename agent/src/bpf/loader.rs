@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use agent_common::{KernelOffsets, MAX_CAPTURE_BYTES};
+use agent_common::{EndpointKey, KernelOffsets, MAX_CAPTURE_BYTES};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
@@ -156,6 +156,37 @@ impl Capture {
             .take_map("COUNTERS")
             .ok_or(BpfError::MissingMap("COUNTERS"))?;
         KernelCounters::new(map)
+    }
+
+    /// Declares one of the agent's listening sockets: connections to it
+    /// (Prometheus scraping `/metrics`, probes) are not traced. The kernel
+    /// adds the agent's outgoing connections by itself.
+    pub fn add_own_listener(&mut self, addr: std::net::SocketAddr) -> Result<(), BpfError> {
+        let map = self
+            .ebpf
+            .map_mut("AGENT_ENDPOINTS")
+            .ok_or(BpfError::MissingMap("AGENT_ENDPOINTS"))?;
+        let mut map: aya::maps::HashMap<_, EndpointKey, u8> = aya::maps::HashMap::try_from(map)
+            .map_err(|source| BpfError::Map {
+                name: "AGENT_ENDPOINTS",
+                source: Box::new(source),
+            })?;
+        let mut key = EndpointKey {
+            port: addr.port(),
+            ..EndpointKey::default()
+        };
+        // A wildcard bind matches any address (key address 0, netns 0).
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => {
+                key.addr[..4].copy_from_slice(&ip.octets());
+            }
+            std::net::IpAddr::V6(ip) if !ip.is_unspecified() => key.addr = ip.octets(),
+            _ => {}
+        }
+        map.insert(key, 1, 0).map_err(|source| BpfError::Map {
+            name: "AGENT_ENDPOINTS",
+            source: Box::new(source),
+        })
     }
 
     /// The connection map (taken once).
