@@ -313,7 +313,7 @@ fn classify(inflight: &Inflight, ret: u64) -> Protocol {
     if rc != 0 {
         return Protocol::Unknown;
     }
-    classify_prefix(&buf, n as usize)
+    classify_prefix(&buf, n as usize, ret)
 }
 
 #[inline(always)]
