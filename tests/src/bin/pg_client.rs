@@ -216,7 +216,7 @@ async fn suite(client: &mut Client, out: &mut Out) {
 
 async fn late(client: &Client, out: &mut Out) {
     let count = client
-        .prepare("SELECT count(*) FROM pg_class WHERE relkind = $1::\"char\"")
+        .prepare("SELECT count(*) FROM pg_class WHERE relkind::text = $1")
         .await
         .or_fail("prepare count");
     let now = client.prepare("SELECT now()").await.or_fail("prepare now");

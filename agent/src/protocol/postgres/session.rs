@@ -187,7 +187,7 @@ struct QueryCycle {
     /// An error ended the cycle: the remaining statements do not run.
     failed: bool,
     start_ns: u64,
-    /// End of the last finished statement (the next one starts there).
+    /// End of the last finished statement.
     last_end_ns: u64,
     tid: u32,
 }
@@ -572,7 +572,11 @@ impl State {
             return;
         };
         q.done += 1;
-        let start = q.last_end_ns.max(q.start_ns);
+        // Every statement of a Query starts when the Query was sent: the
+        // server answers them in one write for small results, so a
+        // statement's own start is not on the wire; this keeps client spans
+        // enclosing server spans.
+        let start = q.start_ns;
         q.last_end_ns = now.max(start);
         let (operation, rows, error, suspended, outcome) = end.resolve(stmt.rows, stmt.copy_out);
         let tid = q.tid;
