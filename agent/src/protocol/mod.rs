@@ -43,6 +43,10 @@ pub struct DataIn<'a> {
     pub payload: &'a [u8],
     /// Bytes the syscall moved beyond `payload` (a gap to skip).
     pub uncaptured: u64,
+    /// The last `tail.len()` of the `uncaptured` bytes, when the kernel
+    /// copied them (a truncated plain read/write): a session may skip
+    /// `uncaptured - tail.len()` bytes and parse these.
+    pub tail: &'a [u8],
     pub times: EventTimes,
 }
 

@@ -200,8 +200,16 @@ impl Framer {
     }
 
     /// Feeds one syscall: `data` was captured, `gap` more bytes were moved
-    /// after it without being captured.
-    pub fn feed(&mut self, data: &[u8], gap: u64, now: EventTimes, sink: &mut impl Sink) {
+    /// after it without being captured, of which the last `tail.len()` are
+    /// `tail` (the kernel copies the end of a truncated plain read/write).
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        gap: u64,
+        tail: &[u8],
+        now: EventTimes,
+        sink: &mut impl Sink,
+    ) {
         self.now = now;
         let mut rest = data;
         if matches!(self.state, State::Desynced) {
@@ -223,7 +231,40 @@ impl Framer {
             rest = rest.get(used..).unwrap_or_default();
         }
         if gap > 0 {
-            self.skip_gap(gap, sink);
+            let tail = if tail.len() as u64 <= gap { tail } else { &[] };
+            let skip = gap - tail.len() as u64;
+            if skip > 0 {
+                self.skip_gap(skip, sink);
+            }
+            self.feed_tail(tail, sink);
+        }
+    }
+
+    /// The last bytes of a syscall, after its gap: parsed where framing
+    /// reaches them, else searched for a chain of messages ending exactly
+    /// at the syscall's end (typically CommandComplete + ReadyForQuery).
+    fn feed_tail(&mut self, tail: &[u8], sink: &mut impl Sink) {
+        if tail.is_empty() {
+            return;
+        }
+        let mut rest = tail;
+        if matches!(self.state, State::Desynced) {
+            match find_sync(self.stream, tail, 0, self.row_hint) {
+                Some(at) => {
+                    rest = &tail[at..];
+                    self.state = State::Header {
+                        buf: [0; 5],
+                        have: 0,
+                    };
+                    self.untyped = false;
+                    self.answer = false;
+                }
+                None => return,
+            }
+        }
+        while !rest.is_empty() {
+            let used = self.step(rest, sink);
+            rest = rest.get(used..).unwrap_or_default();
         }
     }
 
@@ -479,15 +520,15 @@ mod tests {
         let whole = {
             let mut f = Framer::new(Stream::Backend, 100);
             let mut r = Rec::default();
-            f.feed(&stream, 0, EventTimes::default(), &mut r);
+            f.feed(&stream, 0, &[], EventTimes::default(), &mut r);
             r.events
         };
         assert_eq!(whole, ["C:9:SELECT 1\0:true", "Z:1:I:true"]);
         for cut in 0..=stream.len() {
             let mut f = Framer::new(Stream::Backend, 100);
             let mut r = Rec::default();
-            f.feed(&stream[..cut], 0, EventTimes::default(), &mut r);
-            f.feed(&stream[cut..], 0, EventTimes::default(), &mut r);
+            f.feed(&stream[..cut], 0, &[], EventTimes::default(), &mut r);
+            f.feed(&stream[cut..], 0, &[], EventTimes::default(), &mut r);
             assert_eq!(r.events, whole, "cut at {cut}");
         }
     }
@@ -501,14 +542,14 @@ mod tests {
         let mut f = Framer::new(Stream::Backend, 100);
         let mut r = Rec::default();
         // First row whole, second cut after 8 bytes (6 uncaptured).
-        f.feed(&rows[..14 + 8], 6, EventTimes::default(), &mut r);
-        f.feed(&rows[28..], 0, EventTimes::default(), &mut r);
+        f.feed(&rows[..14 + 8], 6, &[], EventTimes::default(), &mut r);
+        f.feed(&rows[28..], 0, &[], EventTimes::default(), &mut r);
         assert_eq!(r.events.len(), 3);
         assert!(r.events[1].ends_with(":false"));
         // A gap past the end of a message loses framing.
         let mut f = Framer::new(Stream::Backend, 100);
         let mut r = Rec::default();
-        f.feed(&rows[..14 + 8], 20, EventTimes::default(), &mut r);
+        f.feed(&rows[..14 + 8], 20, &[], EventTimes::default(), &mut r);
         assert_eq!(r.events.last().unwrap(), "desync:gap_in_framing");
     }
 
@@ -516,13 +557,56 @@ mod tests {
     fn resynchronizes_on_a_chain() {
         let mut f = Framer::new(Stream::Backend, 100);
         let mut r = Rec::default();
-        f.feed(b"\xff\xff\xff\xff\xff", 0, EventTimes::default(), &mut r);
+        f.feed(
+            b"\xff\xff\xff\xff\xff",
+            0,
+            &[],
+            EventTimes::default(),
+            &mut r,
+        );
         assert_eq!(r.events, ["desync:invalid_header"]);
         let mut tail = b"garbage xx".to_vec();
         tail.extend(msg(b'C', b"SELECT 4000\0"));
         tail.extend(msg(b'Z', b"I"));
-        f.feed(&tail, 0, EventTimes::default(), &mut r);
+        f.feed(&tail, 0, &[], EventTimes::default(), &mut r);
         assert_eq!(r.events[1..], ["C:12:SELECT 4000\0:true", "Z:1:I:true"]);
+    }
+
+    #[test]
+    fn tails_end_bursts() {
+        // Rows, then CommandComplete + ReadyForQuery in one big write whose
+        // middle is not captured: the tail still ends the result.
+        let mut burst = Vec::new();
+        for _ in 0..50 {
+            burst.extend(msg(
+                b'D',
+                &[
+                    0, 1, 0, 0, 0, 20, b'x', b'x', b'x', b'x', b'x', b'x', b'x', b'x', b'x', b'x',
+                    b'x', b'x', b'x', b'x', b'x', b'x', b'x', b'x', b'x', b'x',
+                ],
+            ));
+        }
+        burst.extend(msg(b'C', b"SELECT 50\0"));
+        burst.extend(msg(b'Z', b"I"));
+        for cap in [10, 100, 300, 1000] {
+            let mut f = Framer::new(Stream::Backend, 100);
+            f.set_row_hint(Some(1));
+            let mut r = Rec::default();
+            let tail = &burst[burst.len() - 64..];
+            f.feed(
+                &burst[..cap],
+                (burst.len() - cap) as u64,
+                tail,
+                EventTimes::default(),
+                &mut r,
+            );
+            assert_eq!(
+                r.events[r.events.len() - 2..],
+                ["C:10:SELECT 50\0:true", "Z:1:I:true"],
+                "cap {cap}: {:?}",
+                r.events
+            );
+        }
     }
 
     #[test]
@@ -531,13 +615,13 @@ mod tests {
         f.expect_untyped();
         let mut r = Rec::default();
         let ssl = [0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f];
-        f.feed(&ssl, 0, EventTimes::default(), &mut r);
+        f.feed(&ssl, 0, &[], EventTimes::default(), &mut r);
         assert_eq!(r.events.len(), 1);
         assert!(r.events[0].starts_with("0:4:"));
         let mut b = Framer::new(Stream::Backend, 100);
         b.expect_answer();
         let mut r = Rec::default();
-        b.feed(b"N", 0, EventTimes::default(), &mut r);
+        b.feed(b"N", 0, &[], EventTimes::default(), &mut r);
         assert_eq!(r.events, ["answer:N"]);
     }
 }

@@ -115,6 +115,7 @@ impl Session for PgConn {
             data.direction,
             data.payload,
             data.uncaptured,
+            data.tail,
             data.times,
             &mut self.done,
         );

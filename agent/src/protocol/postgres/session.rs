@@ -362,12 +362,14 @@ impl PgSession {
         }
     }
 
-    /// Feeds one syscall; finished statements go to `out`.
+    /// Feeds one syscall (`tail`: the last bytes of its `gap`, if the
+    /// kernel copied them); finished statements go to `out`.
     pub fn on_data(
         &mut self,
         direction: Direction,
         data: &[u8],
         gap: u64,
+        tail: &[u8],
         times: EventTimes,
         out: &mut Vec<PgStatement>,
     ) {
@@ -404,24 +406,34 @@ impl PgSession {
             }
             if !first.is_empty() {
                 let (s, t) = (self.first_stream, self.first_times);
-                self.feed(s, &first, 0, t);
+                self.feed(s, &first, 0, &[], t);
             }
         }
-        self.feed(stream, data, gap, times);
+        self.feed(stream, data, gap, tail, times);
         out.append(&mut self.st.done);
     }
 
-    fn feed(&mut self, stream: Stream, data: &[u8], gap: u64, times: EventTimes) {
+    fn feed(&mut self, stream: Stream, data: &[u8], gap: u64, tail: &[u8], times: EventTimes) {
         self.st.now = times;
         match stream {
             Stream::Frontend => {
-                self.frontend
-                    .feed(data, gap, times, &mut FrontendSink { st: &mut self.st });
+                self.frontend.feed(
+                    data,
+                    gap,
+                    tail,
+                    times,
+                    &mut FrontendSink { st: &mut self.st },
+                );
             }
             Stream::Backend => {
                 self.st.last_backend_ns = times.exit_ns;
-                self.backend
-                    .feed(data, gap, times, &mut BackendSink { st: &mut self.st });
+                self.backend.feed(
+                    data,
+                    gap,
+                    tail,
+                    times,
+                    &mut BackendSink { st: &mut self.st },
+                );
             }
         }
         self.apply_effects();

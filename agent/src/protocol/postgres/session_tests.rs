@@ -32,11 +32,13 @@ macro_rules! fx {
     };
 }
 
-/// A syscall as the session sees it: direction, captured bytes, gap.
+/// A syscall as the session sees it: direction, captured bytes, gap, and
+/// the gap's last bytes (the kernel's tail copy).
 struct Call {
     stream: Stream,
     data: Vec<u8>,
     gap: u64,
+    tail: Vec<u8>,
 }
 
 fn whole(records: &[Record]) -> Vec<Call> {
@@ -46,24 +48,33 @@ fn whole(records: &[Record]) -> Vec<Call> {
             stream: *s,
             data: d.clone(),
             gap: 0,
+            tail: Vec::new(),
         })
         .collect()
 }
 
-/// Syscalls of at most `chunk` bytes, each captured up to `cap` bytes.
-fn captured(records: &[Record], chunk: usize, cap: usize) -> Vec<Call> {
+/// Syscalls of at most `chunk` bytes, each captured up to `cap` bytes,
+/// with the kernel's tail of at most `tail` bytes.
+fn captured_with_tail(records: &[Record], chunk: usize, cap: usize, tail: usize) -> Vec<Call> {
     let mut out = Vec::new();
     for (s, d) in records {
         for piece in d.chunks(chunk) {
             let keep = piece.len().min(cap);
+            let t = (piece.len() - keep).min(tail);
             out.push(Call {
                 stream: *s,
                 data: piece[..keep].to_vec(),
                 gap: (piece.len() - keep) as u64,
+                tail: piece[piece.len() - t..].to_vec(),
             });
         }
     }
     out
+}
+
+/// As the kernel captures: prefix and a 64-byte tail.
+fn captured(records: &[Record], chunk: usize, cap: usize) -> Vec<Call> {
+    captured_with_tail(records, chunk, cap, agent_common::TAIL_BYTES)
 }
 
 /// The whole stream with record `r` cut at byte `at`.
@@ -75,17 +86,20 @@ fn split_at(records: &[Record], r: usize, at: usize) -> Vec<Call> {
                 stream: *s,
                 data: d[..at].to_vec(),
                 gap: 0,
+                tail: Vec::new(),
             });
             out.push(Call {
                 stream: *s,
                 data: d[at..].to_vec(),
                 gap: 0,
+                tail: Vec::new(),
             });
         } else {
             out.push(Call {
                 stream: *s,
                 data: d.clone(),
                 gap: 0,
+                tail: Vec::new(),
             });
         }
     }
@@ -119,7 +133,7 @@ fn run_with(calls: &[Call], is_server: bool, limits: Limits) -> Run {
             exit_ns: t + 10,
             tid: 7,
         };
-        s.on_data(direction, &c.data, c.gap, times, &mut out);
+        s.on_data(direction, &c.data, c.gap, &c.tail, times, &mut out);
         max_buffered = max_buffered.max(s.buffered());
         let c = s.take_counts();
         add(&mut counts, &c);
@@ -232,6 +246,7 @@ fn check_all_ways(records: &[Record], expected: &[&str]) {
                 stream: *s,
                 data: vec![*b],
                 gap: 0,
+                tail: Vec::new(),
             });
         }
     }
@@ -419,16 +434,21 @@ fn tokio_postgres_suite() {
     let r = run(&captured(&records, 8192, 4096), false);
     let got = described(&r);
     for (i, (g, e)) in got.iter().zip(expected.iter()).enumerate() {
-        if e.contains("generate_series") {
-            // Its CommandComplete and ReadyForQuery sit in the uncaptured
-            // end of the last read: the statement ends, truncated, when the
-            // next one starts.
-            assert!(g == e || g.ends_with("|truncated"), "{g}");
-            continue;
-        }
         assert_eq!(g, e, "statement {i}, captured prefixes");
     }
     assert_eq!(got.len(), expected.len(), "captured prefixes");
+    // Without the kernel's tail copy, the big result's CommandComplete and
+    // ReadyForQuery sit in the uncaptured end of the last read: the
+    // statement ends, truncated, when the next one starts.
+    let r = run(&captured_with_tail(&records, 8192, 4096, 0), false);
+    let got = described(&r);
+    for (g, e) in got.iter().zip(expected.iter()) {
+        if e.contains("generate_series") {
+            assert!(g == e || g.ends_with("|truncated"), "{g}");
+        } else {
+            assert_eq!(g, e);
+        }
+    }
     assert!(!r.desyncs.is_empty(), "the big result loses framing");
     assert!(r.max_buffered <= 8192);
     // Random splits of the whole stream.
@@ -447,6 +467,7 @@ fn tokio_postgres_suite() {
                     stream: *s,
                     data: rest[..n].to_vec(),
                     gap: 0,
+                    tail: Vec::new(),
                 });
                 rest = &rest[n..];
             }
@@ -479,10 +500,13 @@ fn big_result_is_counted_not_buffered() {
             assert_eq!(described(&r), expected, "chunk {chunk} cap {cap}");
         }
     }
-    // 64 KiB reads captured to 4096 bytes: the first answer's end is never
-    // seen; the statement still ends (truncated) when the next one starts,
-    // and the next one pairs with its own answer.
+    // 64 KiB reads captured to 4096 bytes: the tail ends the result.
     let r = run(&captured(&records, 65536, 4096), false);
+    assert_eq!(described(&r), expected);
+    // Without a tail the first answer's end is never seen; the statement
+    // still ends (truncated) when the next one starts, and the next one
+    // pairs with its own answer.
+    let r = run(&captured_with_tail(&records, 65536, 4096, 0), false);
     let d = described(&r);
     assert!(d[0].ends_with("|truncated"), "{d:?}");
     assert_eq!(d[1], expected[1]);
@@ -609,6 +633,7 @@ fn not_postgres_is_rejected() {
         stream: Stream::Frontend,
         data: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
         gap: 0,
+        tail: Vec::new(),
     }];
     let r = run(&calls, true);
     assert_eq!(r.stop, Some(Stop::NotPostgres));
@@ -631,6 +656,7 @@ fn timeouts() {
             dir,
             d,
             0,
+            &[],
             EventTimes {
                 enter_ns: t,
                 exit_ns: t,
