@@ -33,6 +33,10 @@ pub const MAX_CAPTURE_BYTES: usize = 8192;
 /// line and headers of real HTTP traffic.
 pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
 
+/// Bytes copied from the end of a syscall whose payload was truncated (the
+/// record's tail; see [`DataHeader::tail_len`]).
+pub const TAIL_BYTES: usize = 64;
+
 /// Bytes of payload the kernel looks at to classify a connection's protocol.
 pub const CLASSIFY_BYTES: usize = 16;
 

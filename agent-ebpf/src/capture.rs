@@ -8,8 +8,8 @@
 
 use agent_common::{
     CLASSIFY_BYTES, ConnKey, ConnState, ConnVal, Counter, DataFlags, DataHeader, Inflight, IoKind,
-    MAX_CAPTURE_BYTES, MAX_IOVECS, Protocol, RecordKind, Role, Syscall, classify_prefix,
-    offsets::NO_REGS_WINDOW, record::DATA_HEADER_SIZE,
+    MAX_CAPTURE_BYTES, MAX_IOVECS, Protocol, RecordKind, Role, Syscall, TAIL_BYTES,
+    classify_prefix, offsets::NO_REGS_WINDOW, record::DATA_HEADER_SIZE,
 };
 use aya_ebpf::{
     helpers::{
@@ -355,7 +355,7 @@ fn classify(inflight: &Inflight, ret: u64) -> Protocol {
     if rc != 0 {
         return Protocol::Unknown;
     }
-    classify_prefix(&buf, n as usize)
+    classify_prefix(&buf, n as usize, ret)
 }
 
 #[inline(always)]
@@ -402,9 +402,13 @@ fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64, now: u64) {
     if captured > MAX_CAPTURE_BYTES as u32 {
         captured = MAX_CAPTURE_BYTES as u32;
     }
+    let mut tail_len = 0u32;
     if u64::from(captured) < total && flags & DataFlags::NO_PAYLOAD == 0 {
         flags |= DataFlags::TRUNCATED;
         count(Counter::PayloadTruncated);
+        if io == IoKind::Buf as u8 && captured > 0 {
+            tail_len = copy_tail(dst, captured, inflight.ptr, total);
+        }
     }
     let syscall = inflight.syscall;
     scratch.header = DataHeader {
@@ -423,9 +427,9 @@ fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64, now: u64) {
         ts_exit_ns: now,
         total_len: total,
         captured_len: captured,
-        _pad: 0,
+        tail_len,
     };
-    let size = DATA_HEADER_SIZE + captured as usize;
+    let size = DATA_HEADER_SIZE + captured as usize + tail_len as usize;
     // SAFETY: size <= size_of::<DataScratch>() (captured <= MAX_CAPTURE_BYTES).
     let bytes =
         unsafe { core::slice::from_raw_parts((scratch as *const DataScratch).cast::<u8>(), size) };
@@ -449,6 +453,41 @@ fn opaque(v: u32) -> u32 {
 #[inline(always)]
 fn min(a: u64, b: u64) -> u64 {
     if a < b { a } else { b }
+}
+
+/// Copies the last bytes (at most [`TAIL_BYTES`], never overlapping the
+/// `captured` prefix) of a `total`-byte user buffer at `src` to
+/// `dst + captured`. Returns how many.
+#[inline(always)]
+fn copy_tail(dst: *mut u8, captured: u32, src: u64, total: u64) -> u32 {
+    let rest = total - u64::from(captured);
+    let mut n = if rest < TAIL_BYTES as u64 {
+        rest as u32
+    } else {
+        TAIL_BYTES as u32
+    };
+    n = opaque(n);
+    if n == 0 || n > TAIL_BYTES as u32 {
+        return 0;
+    }
+    let mut at = opaque(captured);
+    if at > MAX_CAPTURE_BYTES as u32 {
+        at = MAX_CAPTURE_BYTES as u32;
+    }
+    // SAFETY: at + n <= MAX_CAPTURE_BYTES + TAIL_BYTES < room in dst; the
+    // helper faults safely.
+    let rc = unsafe {
+        generated::bpf_probe_read_user(
+            dst.add(at as usize).cast(),
+            n,
+            (src + total - u64::from(n)) as *const _,
+        )
+    };
+    if rc != 0 {
+        count(Counter::ReadFault);
+        return 0;
+    }
+    n
 }
 
 /// Copies `want` (<= MAX_CAPTURE_BYTES) bytes of user memory to `dst`.

@@ -59,6 +59,14 @@ pub struct Flags {
     /// Query-string redaction: `all` values, only `sensitive` keys, or `none`.
     #[arg(long, env = "AGENT_REDACT_QUERY", global = true)]
     pub redact_query: Option<RedactQuery>,
+    /// Replace literals in exported PostgreSQL query texts by `?`
+    /// (`true`, the default) or export them as sent (`false`).
+    #[arg(long, env = "AGENT_POSTGRES_SANITIZE_QUERIES", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub postgres_sanitize_queries: Option<bool>,
+    /// How long a PostgreSQL statement may run before its span is ended as
+    /// a timeout (e.g. `5m`).
+    #[arg(long, env = "AGENT_POSTGRES_QUERY_TIMEOUT", value_parser = parse_duration, global = true)]
+    pub postgres_query_timeout: Option<Duration>,
     /// Where spans go: `auto` (OTLP when an endpoint is configured, else
     /// stdout), `otlp`, `stdout` or `none`.
     #[arg(long, env = "AGENT_EXPORT", global = true)]
@@ -149,6 +157,7 @@ impl OtlpProtocol {
 pub struct FileConfig {
     pub capture: FileCapture,
     pub http: FileHttp,
+    pub postgres: FilePostgres,
     pub connections: FileConnections,
     pub export: FileExport,
     pub metrics: FileMetrics,
@@ -175,6 +184,17 @@ pub struct FileHttp {
     pub max_head_bytes: Option<usize>,
     pub redact_query: Option<RedactQuery>,
     pub sensitive_query_keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilePostgres {
+    pub sanitize_queries: Option<bool>,
+    pub max_query_bytes: Option<usize>,
+    pub max_prepared_statements: Option<usize>,
+    pub max_pending: Option<usize>,
+    #[serde(with = "humantime_opt")]
+    pub query_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +256,7 @@ mod humantime_opt {
 pub struct Config {
     pub capture: CaptureConfig,
     pub http: HttpConfig,
+    pub postgres: PostgresConfig,
     pub connections: ConnectionsConfig,
     pub export: ExportConfig,
     /// `None`: no metrics/health endpoint.
@@ -263,6 +284,20 @@ pub struct HttpConfig {
     pub max_head_bytes: usize,
     pub redact_query: RedactQuery,
     pub sensitive_query_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PostgresConfig {
+    /// Literals in `db.query.text` replaced by `?`.
+    pub sanitize_queries: bool,
+    /// Longest query text kept per statement (bytes).
+    pub max_query_bytes: usize,
+    /// Prepared statements remembered per connection.
+    pub max_prepared_statements: usize,
+    /// Messages awaiting an answer per connection (pipelining).
+    pub max_pending: usize,
+    #[serde(serialize_with = "humantime_opt::serialize")]
+    pub query_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -501,6 +536,35 @@ impl Config {
             return Err(invalid("http.max_head_bytes", "must be 256..=1048576"));
         }
 
+        let postgres = PostgresConfig {
+            sanitize_queries: flags
+                .postgres_sanitize_queries
+                .or(file.postgres.sanitize_queries)
+                .unwrap_or(true),
+            max_query_bytes: file.postgres.max_query_bytes.unwrap_or(4096),
+            max_prepared_statements: file.postgres.max_prepared_statements.unwrap_or(1024),
+            max_pending: file.postgres.max_pending.unwrap_or(1024),
+            query_timeout: flags
+                .postgres_query_timeout
+                .or(file.postgres.query_timeout)
+                .unwrap_or(Duration::from_secs(300)),
+        };
+        if !(64..=1 << 20).contains(&postgres.max_query_bytes) {
+            return Err(invalid("postgres.max_query_bytes", "must be 64..=1048576"));
+        }
+        if !(1..=1 << 20).contains(&postgres.max_prepared_statements) {
+            return Err(invalid(
+                "postgres.max_prepared_statements",
+                "must be 1..=1048576",
+            ));
+        }
+        if !(1..=1 << 16).contains(&postgres.max_pending) {
+            return Err(invalid("postgres.max_pending", "must be 1..=65536"));
+        }
+        if postgres.query_timeout.is_zero() {
+            return Err(invalid("postgres.query_timeout", "must be positive"));
+        }
+
         let connections = ConnectionsConfig {
             max_tracked: file.connections.max_tracked.unwrap_or(65_536),
             idle_timeout: file
@@ -536,6 +600,7 @@ impl Config {
         Ok(Self {
             capture,
             http,
+            postgres,
             connections,
             export,
             metrics_address,
@@ -885,6 +950,41 @@ mod tests {
         assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{e}");
         let e = parse_file("http:\n  request_timeout: soon\n").unwrap_err();
         assert!(e.starts_with("http.request_timeout:"), "{e}");
+    }
+
+    #[test]
+    fn postgres_keys() {
+        let c = resolve(Flags::default(), "", OtelEnv::default()).unwrap();
+        assert!(c.postgres.sanitize_queries);
+        assert_eq!(c.postgres.query_timeout, Duration::from_secs(300));
+        let yaml =
+            "postgres:\n  sanitize_queries: false\n  max_query_bytes: 1024\n  query_timeout: 1m\n";
+        let c = resolve(Flags::default(), yaml, OtelEnv::default()).unwrap();
+        assert!(!c.postgres.sanitize_queries);
+        assert_eq!(c.postgres.max_query_bytes, 1024);
+        assert_eq!(c.postgres.query_timeout, Duration::from_secs(60));
+        let flags = Flags {
+            postgres_sanitize_queries: Some(true),
+            ..Default::default()
+        };
+        assert!(
+            resolve(flags, yaml, OtelEnv::default())
+                .unwrap()
+                .postgres
+                .sanitize_queries
+        );
+        let e = resolve(
+            Flags::default(),
+            "postgres:\n  max_query_bytes: 1\n",
+            OtelEnv::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("postgres.max_query_bytes:"),
+            "{e}"
+        );
+        let e = parse_file("postgres:\n  sanitize_queries: maybe\n").unwrap_err();
+        assert!(e.starts_with("postgres.sanitize_queries:"), "{e}");
     }
 
     #[test]

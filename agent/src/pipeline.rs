@@ -198,6 +198,7 @@ impl Pipeline {
             direction: d.direction,
             payload: d.payload,
             uncaptured: d.uncaptured(),
+            tail: d.tail,
             times: EventTimes {
                 enter_ns: d.ts_enter_ns,
                 exit_ns: d.ts_exit_ns,

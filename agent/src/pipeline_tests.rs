@@ -113,6 +113,7 @@ impl Harness {
             ts_exit_ns: exit_ns,
             total_len: payload.len() as u64,
             payload,
+            tail: &[],
         }));
     }
 

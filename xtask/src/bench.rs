@@ -1,5 +1,7 @@
 //! Benchmarks with and without the agent, interleaved in one run.
 //!
+//! `cargo xtask bench postgres`: see `bench_postgres.rs`.
+//!
 //! `cargo xtask bench http`: nginx answering a fixed small response, driven
 //! by wrk at maximum rate on loopback. Each round runs "bare" and "agent"
 //! back to back (the order alternates between rounds), the agent exporting
@@ -42,6 +44,30 @@ pub enum Which {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// A private PostgreSQL + pgbench -S (select-only) at maximum rate.
+    Postgres {
+        /// Interleaved rounds (each runs bare and with the agent).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Seconds of load per run.
+        #[arg(long, default_value_t = 10)]
+        duration: u32,
+        /// pgbench clients (connections).
+        #[arg(long, default_value_t = 8)]
+        clients: u32,
+        /// pgbench threads.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// pgbench query mode: simple, extended or prepared.
+        #[arg(long, default_value = "simple")]
+        mode: String,
+        /// pgbench scale factor of the initialized tables.
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+        /// Where to write the markdown report.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
@@ -61,6 +87,31 @@ pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
             eprintln!("report written to {}", out.display());
             Ok(())
         }
+        Which::Postgres {
+            rounds,
+            duration,
+            clients,
+            threads,
+            mode,
+            scale,
+            output,
+        } => {
+            let sink = build_sink(root)?;
+            let settings = crate::bench_postgres::Settings {
+                rounds,
+                duration,
+                clients,
+                threads,
+                mode,
+                scale,
+            };
+            let report = crate::bench_postgres::run(agent, &sink, &settings)?;
+            println!("{report}");
+            let out = output.unwrap_or_else(|| root.join("target/bench-postgres.md"));
+            fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("report written to {}", out.display());
+            Ok(())
+        }
     }
 }
 
@@ -76,19 +127,19 @@ fn build_sink(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/release/otlp_sink"))
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A child process killed (SIGINT, then SIGKILL) on drop.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Proc {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.0.id()
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         // SAFETY: kill with a valid pid and signal.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -165,7 +216,7 @@ fn nginx_requests(port: u16) -> Result<u64> {
         .with_context(|| format!("cannot parse nginx stub_status:\n{text}"))
 }
 
-fn wait_port(port: u16) -> Result<()> {
+pub(crate) fn wait_port(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -223,7 +274,7 @@ fn run_wrk(port: u16, threads: u32, connections: u32, duration: u32) -> Result<W
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = &stat[stat.rfind(')').context("stat")? + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -234,7 +285,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks / hz)
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
+pub(crate) fn status_kib(pid: u32, field: &str) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -246,7 +297,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// Counts of spans per (service, kind) written by the sink.
-fn read_counts(file: &Path) -> HashMap<(String, String), u64> {
+pub(crate) fn read_counts(file: &Path) -> HashMap<(String, String), u64> {
     let mut map = HashMap::new();
     if let Ok(text) = fs::read_to_string(file) {
         for line in text.lines() {
@@ -261,7 +312,7 @@ fn read_counts(file: &Path) -> HashMap<(String, String), u64> {
     map
 }
 
-fn metric_sum(metrics: &str, name: &str, label: Option<&str>) -> f64 {
+pub(crate) fn metric_sum(metrics: &str, name: &str, label: Option<&str>) -> f64 {
     metrics
         .lines()
         .filter(|l| !l.starts_with('#') && l.starts_with(name))
@@ -392,7 +443,7 @@ fn run_with_agent(
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         return f64::NAN;

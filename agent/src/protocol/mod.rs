@@ -10,6 +10,7 @@
 //! spans to the [`Emit`] it is given.
 
 pub mod http1;
+pub mod postgres;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -42,6 +43,10 @@ pub struct DataIn<'a> {
     pub payload: &'a [u8],
     /// Bytes the syscall moved beyond `payload` (a gap to skip).
     pub uncaptured: u64,
+    /// The last `tail.len()` of the `uncaptured` bytes, when the kernel
+    /// copied them (a truncated plain read/write): a session may skip
+    /// `uncaptured - tail.len()` bytes and parse these.
+    pub tail: &'a [u8],
     pub times: EventTimes,
 }
 
@@ -174,12 +179,14 @@ pub trait Session: Send {
 #[derive(Clone, Debug)]
 pub struct ProtocolConfig {
     pub http1: http1::Http1Config,
+    pub postgres: postgres::PgConfig,
 }
 
 impl ProtocolConfig {
     pub fn from_config(cfg: &Config) -> Self {
         Self {
             http1: http1::Http1Config::from_config(cfg),
+            postgres: postgres::PgConfig::from_config(cfg),
         }
     }
 }
@@ -193,6 +200,7 @@ pub fn new_session(
 ) -> Option<Box<dyn Session>> {
     match protocol {
         Protocol::Http1 => Some(Box::new(http1::Http1Conn::new(kind, &cfg.http1))),
+        Protocol::Postgres => Some(Box::new(postgres::PgConn::new(kind, &cfg.postgres))),
         _ => None,
     }
 }
@@ -203,6 +211,7 @@ pub fn new_session(
 pub fn infer_kind(protocol: Protocol, direction: Direction, first: &[u8]) -> Option<SpanKind> {
     match protocol {
         Protocol::Http1 => http1::infer_kind(direction, first),
+        Protocol::Postgres => postgres::infer_kind(direction, first),
         _ => None,
     }
 }

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub exchanges_vec: IntCounterVec,
     pub http_orphan_responses: IntCounter,
     pub http_pending_overflow: IntCounter,
+    pub postgres_events: IntCounterVec,
     pub connections_opened: IntCounter,
     pub connections_ignored: IntCounterVec,
     /// Data records of connections the agent had just told the kernel to
@@ -160,6 +161,13 @@ impl Metrics {
             http_pending_overflow: counter(
                 "agent_http_pending_overflow_total",
                 "HTTP requests dropped because too many awaited a response on one connection.",
+            ),
+            postgres_events: counter_vec(
+                "agent_postgres_events_total",
+                "PostgreSQL protocol events that are not statements (startup, startup_error, \
+                 ssl_refused, cancel_request, notification, not_executed, orphan_response, \
+                 unknown_statement, prepared_evicted, pending_overflow).",
+                &["event"],
             ),
             connections_opened: counter(
                 "agent_connections_opened_total",
