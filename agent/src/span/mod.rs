@@ -14,5 +14,6 @@ pub mod db;
 pub mod http;
 pub mod model;
 pub mod redact;
+pub mod route;
 
 pub use model::{SpanKind, SpanRecord, SpanStatus};
