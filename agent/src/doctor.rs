@@ -396,16 +396,39 @@ fn programs() -> Vec<Check> {
     out
 }
 
+/// A libc to probe: the one this process maps, else the host's (through
+/// `/proc/1/root` in a container that has no libc of its own).
+fn libc_path() -> String {
+    for pid in ["self", "1"] {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        if let Some(path) = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.contains("/libc.so") || p.contains("/libc-"))
+        {
+            return if pid == "self" {
+                path.to_string()
+            } else {
+                format!("/proc/1/root{path}")
+            };
+        }
+    }
+    "libc".to_string()
+}
+
 fn uprobe(capture: &mut Capture) -> Check {
     let events = tracefs_dir()
         .map(|d| d.join("uprobe_events").exists())
         .unwrap_or(false);
-    match capture.try_uprobe("getpid", "libc") {
+    let lib = libc_path();
+    match capture.try_uprobe("getpid", &lib) {
         Ok(()) => check(
             "uprobes",
             Status::Ok,
             format!(
-                "attached to libc getpid{}",
+                "attached to getpid in {lib}{}",
                 if events {
                     " (uprobe_events present)"
                 } else {

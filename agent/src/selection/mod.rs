@@ -53,7 +53,8 @@ pub struct ProcessFacts<'a> {
     pub container_id: Option<&'a str>,
     /// The process's pod, when known.
     pub pod: Option<&'a PodMeta>,
-    /// Whether the pod watch has listed the node's pods at least once.
+    /// Whether the pod watch has listed the node's pods at least once
+    /// (informational: an unknown container is undecided either way).
     pub pods_synced: bool,
 }
 
@@ -198,13 +199,13 @@ fn containers(s: &Selectors, f: &ProcessFacts<'_>) -> Match {
 }
 
 /// Pod rules: a process outside any container has no pod (no match); one
-/// in a container whose pod is not known yet is undecided until the watch
-/// has listed the node's pods.
+/// in a container no known pod lists is undecided (the watch has not
+/// listed the node's pods yet, or the kubelet has not reported the
+/// container's id yet) and decided again at its next connection.
 fn pod_rule(f: &ProcessFacts<'_>, rule: impl Fn(&PodMeta) -> bool) -> Match {
     match (f.pod, f.container_id) {
         (Some(pod), _) => yes(rule(pod)),
         (None, None) => Match::No,
-        (None, Some(_)) if f.pods_synced => Match::No,
         (None, Some(_)) => Match::Unknown,
     }
 }
@@ -359,7 +360,11 @@ mod tests {
         f.pods_synced = false;
         assert_eq!(s.decide(&f), Verdict::Pending, "pod not known yet");
         f.pods_synced = true;
-        assert_eq!(s.decide(&f), Verdict::Excluded, "synced and not a pod");
+        assert_eq!(
+            s.decide(&f),
+            Verdict::Pending,
+            "a container no pod lists (yet)"
+        );
         f.container_id = None;
         f.pods_synced = false;
         assert_eq!(s.decide(&f), Verdict::Excluded, "not in a container");
