@@ -1638,6 +1638,410 @@ mod tests {
         assert!(e.starts_with("postgres.sanitize_queries:"), "{e}");
     }
 
+    /// Every file key: (key, flag, variable). The test below checks that
+    /// the flag exists with that variable, that the README documents the
+    /// key, and that no key of the effective configuration is missing here.
+    const KEYS: &[(&str, &str, &str)] = &[
+        (
+            "capture.capture_bytes",
+            "capture-bytes",
+            "AGENT_CAPTURE_BYTES",
+        ),
+        (
+            "capture.ring_buffer_bytes",
+            "ring-buffer-bytes",
+            "AGENT_RING_BUFFER_BYTES",
+        ),
+        (
+            "capture.max_connections",
+            "max-connections",
+            "AGENT_MAX_CONNECTIONS",
+        ),
+        (
+            "capture.wakeup_records",
+            "wakeup-records",
+            "AGENT_WAKEUP_RECORDS",
+        ),
+        (
+            "capture.poll_interval",
+            "poll-interval",
+            "AGENT_POLL_INTERVAL",
+        ),
+        (
+            "http.request_timeout",
+            "request-timeout",
+            "AGENT_REQUEST_TIMEOUT",
+        ),
+        (
+            "http.max_pending_requests",
+            "http-max-pending-requests",
+            "AGENT_HTTP_MAX_PENDING_REQUESTS",
+        ),
+        (
+            "http.max_head_bytes",
+            "http-max-head-bytes",
+            "AGENT_HTTP_MAX_HEAD_BYTES",
+        ),
+        ("http.redact_query", "redact-query", "AGENT_REDACT_QUERY"),
+        (
+            "http.sensitive_query_keys",
+            "http-sensitive-query-keys",
+            "AGENT_HTTP_SENSITIVE_QUERY_KEYS",
+        ),
+        (
+            "postgres.sanitize_queries",
+            "postgres-sanitize-queries",
+            "AGENT_POSTGRES_SANITIZE_QUERIES",
+        ),
+        (
+            "postgres.max_query_bytes",
+            "postgres-max-query-bytes",
+            "AGENT_POSTGRES_MAX_QUERY_BYTES",
+        ),
+        (
+            "postgres.max_prepared_statements",
+            "postgres-max-prepared-statements",
+            "AGENT_POSTGRES_MAX_PREPARED_STATEMENTS",
+        ),
+        (
+            "postgres.max_pending",
+            "postgres-max-pending",
+            "AGENT_POSTGRES_MAX_PENDING",
+        ),
+        (
+            "postgres.query_timeout",
+            "postgres-query-timeout",
+            "AGENT_POSTGRES_QUERY_TIMEOUT",
+        ),
+        (
+            "connections.max_tracked",
+            "connections-max-tracked",
+            "AGENT_CONNECTIONS_MAX_TRACKED",
+        ),
+        (
+            "connections.idle_timeout",
+            "connections-idle-timeout",
+            "AGENT_CONNECTIONS_IDLE_TIMEOUT",
+        ),
+        (
+            "connections.max_processes",
+            "connections-max-processes",
+            "AGENT_CONNECTIONS_MAX_PROCESSES",
+        ),
+        ("export.mode", "export", "AGENT_EXPORT"),
+        (
+            "export.queue_size",
+            "export-queue-size",
+            "AGENT_EXPORT_QUEUE_SIZE",
+        ),
+        (
+            "export.batch_size",
+            "export-batch-size",
+            "AGENT_EXPORT_BATCH_SIZE",
+        ),
+        (
+            "export.interval",
+            "export-interval",
+            "AGENT_EXPORT_INTERVAL",
+        ),
+        (
+            "export.otlp.endpoint",
+            "otlp-endpoint",
+            "AGENT_OTLP_ENDPOINT",
+        ),
+        (
+            "export.otlp.traces_endpoint",
+            "otlp-traces-endpoint",
+            "AGENT_OTLP_TRACES_ENDPOINT",
+        ),
+        (
+            "export.otlp.protocol",
+            "otlp-protocol",
+            "AGENT_OTLP_PROTOCOL",
+        ),
+        ("export.otlp.headers", "otlp-headers", "AGENT_OTLP_HEADERS"),
+        ("export.otlp.timeout", "otlp-timeout", "AGENT_OTLP_TIMEOUT"),
+        (
+            "export.otlp.compression",
+            "otlp-compression",
+            "AGENT_OTLP_COMPRESSION",
+        ),
+        (
+            "metrics.address",
+            "metrics-address",
+            "AGENT_METRICS_ADDRESS",
+        ),
+        ("log_level", "log-level", "AGENT_LOG_LEVEL"),
+        (
+            "selection.include.ports",
+            "include-ports",
+            "AGENT_INCLUDE_PORTS",
+        ),
+        (
+            "selection.include.executables",
+            "include-executables",
+            "AGENT_INCLUDE_EXECUTABLES",
+        ),
+        (
+            "selection.include.cgroups",
+            "include-cgroups",
+            "AGENT_INCLUDE_CGROUPS",
+        ),
+        (
+            "selection.include.containers",
+            "include-containers",
+            "AGENT_INCLUDE_CONTAINERS",
+        ),
+        (
+            "selection.include.namespaces",
+            "include-namespaces",
+            "AGENT_INCLUDE_NAMESPACES",
+        ),
+        (
+            "selection.include.pod_labels",
+            "include-pod-labels",
+            "AGENT_INCLUDE_POD_LABELS",
+        ),
+        (
+            "selection.exclude.ports",
+            "exclude-ports",
+            "AGENT_EXCLUDE_PORTS",
+        ),
+        (
+            "selection.exclude.executables",
+            "exclude-executables",
+            "AGENT_EXCLUDE_EXECUTABLES",
+        ),
+        (
+            "selection.exclude.cgroups",
+            "exclude-cgroups",
+            "AGENT_EXCLUDE_CGROUPS",
+        ),
+        (
+            "selection.exclude.containers",
+            "exclude-containers",
+            "AGENT_EXCLUDE_CONTAINERS",
+        ),
+        (
+            "selection.exclude.namespaces",
+            "exclude-namespaces",
+            "AGENT_EXCLUDE_NAMESPACES",
+        ),
+        (
+            "selection.exclude.pod_labels",
+            "exclude-pod-labels",
+            "AGENT_EXCLUDE_POD_LABELS",
+        ),
+        ("kubernetes.enabled", "kubernetes", "AGENT_KUBERNETES"),
+        (
+            "kubernetes.node_name",
+            "kubernetes-node-name",
+            "AGENT_KUBERNETES_NODE_NAME",
+        ),
+        (
+            "kubernetes.api_server",
+            "kubernetes-api-server",
+            "AGENT_KUBERNETES_API_SERVER",
+        ),
+        ("kubernetes.kubeconfig", "kubeconfig", "AGENT_KUBECONFIG"),
+        (
+            "kubernetes.token_file",
+            "kubernetes-token-file",
+            "AGENT_KUBERNETES_TOKEN_FILE",
+        ),
+        (
+            "kubernetes.ca_file",
+            "kubernetes-ca-file",
+            "AGENT_KUBERNETES_CA_FILE",
+        ),
+        (
+            "kubernetes.max_pods",
+            "kubernetes-max-pods",
+            "AGENT_KUBERNETES_MAX_PODS",
+        ),
+    ];
+
+    fn leaves(prefix: &str, v: &serde_yaml_ng::Value, out: &mut Vec<String>) {
+        match v {
+            serde_yaml_ng::Value::Mapping(m) if !prefix.ends_with("headers") => {
+                for (k, v) in m {
+                    let k = k.as_str().unwrap_or_default();
+                    let key = if prefix.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(&key, v, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+
+    #[test]
+    fn every_key_has_a_flag_a_variable_and_documentation() {
+        use clap::CommandFactory as _;
+        let cmd = Cli::command();
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Configuration").expect("section")..];
+        let yaml = section
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a yaml block");
+        for (key, flag, var) in KEYS {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(*flag))
+                .unwrap_or_else(|| panic!("{key}: no --{flag}"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(*var),
+                "{key}: --{flag} has no {var}"
+            );
+            let last = key.rsplit('.').next().expect("key");
+            assert!(
+                yaml.contains(&format!("{last}:")) && yaml.contains(&format!("--{flag}")),
+                "README does not document {key} (--{flag})"
+            );
+        }
+        // The documented example is a valid configuration.
+        let file = parse_file(yaml).expect("README example parses");
+        let env = OtelEnv {
+            kubernetes_service_host: Some("10.0.0.1".into()),
+            ..OtelEnv::default()
+        };
+        let cfg = Config::resolve(&Flags::default(), file, &env).expect("README example resolves");
+        // No effective key without an entry above.
+        let mut found = Vec::new();
+        leaves("", &serde_yaml_ng::to_value(&cfg).unwrap(), &mut found);
+        for key in found {
+            let key = match key.as_str() {
+                "metrics_address" => "metrics.address".to_string(),
+                _ => key,
+            };
+            assert!(
+                KEYS.iter().any(|(k, _, _)| *k == key),
+                "{key} has no flag/variable entry"
+            );
+        }
+    }
+
+    #[test]
+    fn selection_and_kubernetes_keys() {
+        let yaml = "selection:\n  include:\n    ports: [8080, \"9000-9002\"]\n  exclude:\n    executables: [sshd]\n";
+        let c = resolve(Flags::default(), yaml, OtelEnv::default()).unwrap();
+        assert_eq!(
+            c.selection.include.ports,
+            vec![
+                PortRange {
+                    from: 8080,
+                    to: 8080
+                },
+                PortRange {
+                    from: 9000,
+                    to: 9002
+                }
+            ]
+        );
+        assert!(c.selection.by_process());
+        let flags = Flags {
+            include_ports: Some(vec!["80".into()]),
+            ..Default::default()
+        };
+        let c = resolve(flags, yaml, OtelEnv::default()).unwrap();
+        assert_eq!(
+            c.selection.include.ports,
+            vec![PortRange { from: 80, to: 80 }],
+            "flag replaces"
+        );
+        for (yaml, key) in [
+            (
+                "selection:\n  include:\n    ports: [70000]\n",
+                "selection.include.ports:",
+            ),
+            (
+                "selection:\n  exclude:\n    ports: [\"9-1\"]\n",
+                "selection.exclude.ports:",
+            ),
+            (
+                "selection:\n  include:\n    containers: [xyz]\n",
+                "selection.include.containers:",
+            ),
+            (
+                "selection:\n  exclude:\n    pod_labels: [\"=v\"]\n",
+                "selection.exclude.pod_labels:",
+            ),
+            (
+                "selection:\n  include:\n    namespaces: [shop]\n",
+                "selection:",
+            ),
+            ("kubernetes:\n  enabled: on\n", "kubernetes.enabled:"),
+            (
+                "kubernetes:\n  api_server: ftp://x\n",
+                "kubernetes.api_server:",
+            ),
+            (
+                "kubernetes:\n  api_server: https://x\n  max_pods: 0\n",
+                "kubernetes.max_pods:",
+            ),
+        ] {
+            let e = resolve(Flags::default(), yaml, OtelEnv::default()).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{yaml}: {e}");
+        }
+        let e = parse_file("selection:\n  include:\n    bogus: [1]\n").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+
+        // Kubernetes: off outside a cluster, on inside, with the service
+        // address as the API server.
+        let c = resolve(Flags::default(), "", OtelEnv::default()).unwrap();
+        assert!(!c.kubernetes.enabled);
+        let env = OtelEnv {
+            kubernetes_service_host: Some("fd00::1".into()),
+            kubernetes_service_port: Some("6443".into()),
+            node_name: Some("node-7".into()),
+            ..Default::default()
+        };
+        let c = resolve(Flags::default(), "", env.clone()).unwrap();
+        assert!(c.kubernetes.enabled);
+        assert_eq!(
+            c.kubernetes.api_server.as_deref(),
+            Some("https://[fd00::1]:6443")
+        );
+        assert_eq!(c.kubernetes.node_name.as_deref(), Some("node-7"));
+        let flags = Flags {
+            kubernetes: Some(KubernetesMode::Off),
+            ..Default::default()
+        };
+        assert!(!resolve(flags, "", env).unwrap().kubernetes.enabled);
+    }
+
+    #[test]
+    fn export_flags_win_over_otel_variables() {
+        let env = OtelEnv {
+            compression: Some("gzip".into()),
+            timeout: Some("500".into()),
+            ..Default::default()
+        };
+        let c = resolve(Flags::default(), "", env.clone()).unwrap();
+        assert_eq!(c.export.otlp.compression, OtlpCompression::Gzip);
+        assert_eq!(c.export.otlp.timeout, Duration::from_millis(500));
+        let flags = Flags {
+            otlp_compression: Some(OtlpCompression::None),
+            otlp_timeout: Some(Duration::from_secs(3)),
+            otlp_headers: Some("a=1".into()),
+            export_batch_size: Some(10),
+            wakeup_records: Some(0),
+            ..Default::default()
+        };
+        let c = resolve(flags, "", env).unwrap();
+        assert_eq!(c.export.otlp.compression, OtlpCompression::None);
+        assert_eq!(c.export.otlp.timeout, Duration::from_secs(3));
+        assert_eq!(c.export.otlp.headers["a"], "1");
+        assert_eq!(c.export.batch_size, 10);
+        assert_eq!(c.capture.wakeup_records, 0);
+    }
+
     #[test]
     fn metrics_off() {
         let c = resolve(

@@ -255,3 +255,41 @@ mod tests {
         assert_eq!(strip_runtime("docker://"), None);
     }
 }
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::PodJson;
+
+    /// The list the integration test's API server answers.
+    const LIST: &str = include_str!("../../../tests/fixtures/kubernetes/pods-list-pending.json");
+    const STARTED: &str = include_str!("../../../tests/fixtures/kubernetes/watch-started.jsonl");
+
+    #[derive(serde::Deserialize)]
+    struct List {
+        items: Vec<PodJson>,
+    }
+
+    #[test]
+    fn pod_list_and_watch_fixtures() {
+        let list: List = serde_json::from_str(LIST).expect("pod list");
+        let pods: Vec<_> = list.items.into_iter().map(PodJson::into_meta).collect();
+        assert_eq!(pods.len(), 3);
+        let checkout = &pods[0];
+        assert_eq!(checkout.namespace, "shop");
+        assert_eq!(checkout.node_name, "node-1");
+        assert_eq!(checkout.workload.deployment.as_deref(), Some("checkout"));
+        assert!(checkout.containers.is_empty(), "container not started yet");
+        assert_eq!(pods[1].workload.daemonset.as_deref(), Some("kube-proxy"));
+        assert_eq!(pods[1].containers[0].1, "kube-proxy");
+        assert_eq!(pods[2].workload.cronjob.as_deref(), Some("backup"));
+
+        let first = STARTED.lines().next().expect("an event");
+        let ev: serde_json::Value = serde_json::from_str(first).expect("event");
+        let pod: PodJson = serde_json::from_value(ev["object"].clone()).expect("pod");
+        let meta = pod.into_meta();
+        assert_eq!(
+            meta.containers,
+            vec![("@CONTAINER_ID@".to_string(), "checkout".to_string())]
+        );
+    }
+}
