@@ -300,8 +300,11 @@ fn container_image_builds_and_runs_with_host_pids() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("build/out");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let musl = workspace_dir().join("target/x86_64-unknown-linux-musl/release/agent");
-    let bin = if musl.exists() { musl } else { agent_bin() };
+    // AGENT_IMAGE_BIN: a static (musl) build to package instead of this
+    // build's binary, e.g. target/x86_64-unknown-linux-musl/release/agent.
+    let bin = std::env::var_os("AGENT_IMAGE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(agent_bin);
     std::fs::copy(&bin, out_dir.join("agent")).unwrap();
     // A dynamically linked build brings its libraries (distroless-like).
     let ldd = run(Command::new("ldd").arg(&bin));
