@@ -34,9 +34,15 @@ pub enum Counter {
     /// Connections to one of the agent's own sockets (a local collector
     /// receiving the agent's export), ignored in the kernel.
     AgentOwnTraffic = 12,
+    /// Syscalls of processes excluded by the selection, skipped at the top
+    /// of the programs (no map entry, no record).
+    SelectionSkippedSyscalls = 13,
+    /// Connections dropped at their announcement because of their ports
+    /// (selection), before any record.
+    SelectionIgnoredConnections = 14,
 }
 
-pub const COUNTER_COUNT: u32 = 13;
+pub const COUNTER_COUNT: u32 = 15;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -53,6 +59,8 @@ impl Counter {
         Counter::IovecsSkipped,
         Counter::ProcInfoRecords,
         Counter::AgentOwnTraffic,
+        Counter::SelectionSkippedSyscalls,
+        Counter::SelectionIgnoredConnections,
     ];
 
     /// Name of the counter in the agent's metrics.
@@ -71,6 +79,8 @@ impl Counter {
             Counter::IovecsSkipped => "iovecs_skipped",
             Counter::ProcInfoRecords => "proc_info_records",
             Counter::AgentOwnTraffic => "agent_own_traffic",
+            Counter::SelectionSkippedSyscalls => "selection_skipped_syscalls",
+            Counter::SelectionIgnoredConnections => "selection_ignored_connections",
         }
     }
 

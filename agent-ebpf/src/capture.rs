@@ -134,7 +134,7 @@ fn try_exit_ingress(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
     }
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if tgid == agent_tgid() {
+    if tgid == agent_tgid() || crate::select::process_excluded(tgid) {
         return;
     }
     let Some([fd, ptr, len]) = syscall_args() else {
@@ -186,6 +186,9 @@ pub fn save_args(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
     // The agent's own connects are followed (to learn its endpoints), none
     // of its data.
     if tgid == agent_tgid() && !matches!(io, IoKind::Connect) {
+        return;
+    }
+    if crate::select::process_excluded(tgid) {
         return;
     }
     let fd = arg(ctx, 0) as i64;
@@ -280,7 +283,7 @@ fn finish_data(conn: *mut ConnVal, key: ConnKey, inflight: &Inflight, id: u64, r
         match conn::announce(key, &cv, protocol as u8, id) {
             conn::Announced::Yes => {}
             conn::Announced::RingFull => return,
-            conn::Announced::AgentOwn => {
+            conn::Announced::AgentOwn | conn::Announced::Rejected => {
                 // SAFETY: as above.
                 unsafe { (*conn).state = ConnState::Ignored as u8 };
                 return;

@@ -54,6 +54,16 @@ pub enum Announced {
     RingFull,
     /// The peer is one of the agent's own sockets: ignore the connection.
     AgentOwn,
+    /// The selection excludes the connection's ports: ignore it.
+    Rejected,
+}
+
+/// Whether the selection rejects `sk` by its ports. Not inlined: its frame
+/// is gone before the process snapshot needs the stack.
+#[inline(never)]
+fn ports_rejected(sk: u64) -> bool {
+    let (local, remote) = sock::ports(sk);
+    crate::select::ports_rejected(local, remote)
 }
 
 /// Whether the remote end of `rec` is one of the agent's endpoints (its
@@ -77,6 +87,9 @@ fn peer_is_agent(rec: &ConnOpenRecord) -> bool {
 /// Announces a newly classified connection to userspace.
 #[inline(always)]
 pub fn announce(key: ConnKey, conn: &ConnVal, protocol: u8, pid_tgid: u64) -> Announced {
+    if ports_rejected(conn.sk) {
+        return Announced::Rejected;
+    }
     // First, while the stack is small (the snapshot is stack-hungry).
     crate::proc::describe_current(key.tgid);
     let mut rec = ConnOpenRecord {
@@ -145,7 +158,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_accept_exit(ctx: &TracePointContext) {
     let tgid = ctx.tgid();
-    if tgid == agent_tgid() {
+    if tgid == agent_tgid() || crate::select::process_excluded(tgid) {
         return;
     }
     let fd = ret(ctx);

@@ -4,8 +4,11 @@
 //!
 //! - `capture`: data syscalls on sockets (enter saves arguments, one shared
 //!   exit program copies a bounded payload prefix into the ring buffer);
+//! - `doctor`: uprobe/kprobe/fentry probes `agent doctor` tries (never
+//!   loaded by the agent);
 //! - `conn`: socket lifecycle (accept, connect, close, TCP state);
 //! - `proc`: process exits;
+//! - `select`: processes and ports excluded by the selection;
 //! - `sock`: the descriptor → `struct sock` walk and address reads;
 //! - `maps`: maps, load-time globals and the loss counters.
 #![no_std]
@@ -13,8 +16,10 @@
 
 mod capture;
 mod conn;
+mod doctor;
 mod maps;
 mod proc;
+mod select;
 mod sock;
 
 #[cfg(not(test))]

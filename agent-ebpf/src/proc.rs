@@ -154,6 +154,7 @@ fn try_exit(ctx: &TracePointContext) {
         // Kernels before `group_dead` was added: the leader's exit.
         id as u32 == tgid
     };
+    crate::select::task_exit(id as u32, tgid, group_dead);
     if !group_dead {
         return;
     }

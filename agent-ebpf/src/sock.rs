@@ -69,6 +69,14 @@ pub fn local_endpoint(sk: u64, key: &mut EndpointKey) {
     }
 }
 
+/// (local, remote) ports of `sk`, host byte order.
+#[inline(always)]
+pub fn ports(sk: u64) -> (u16, u16) {
+    let local: u16 = kread(sk + offset!(sk_num)).unwrap_or(0);
+    let dport: u16 = kread(sk + offset!(sk_dport)).unwrap_or(0);
+    (local, u16::from_be(dport))
+}
+
 /// Fills family, state, ports, addresses and network namespace of `sk`.
 #[inline(always)]
 pub fn read_addresses(sk: u64, rec: &mut ConnOpenRecord) {

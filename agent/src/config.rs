@@ -38,6 +38,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent (the default).
     Run,
+    /// Check whether this host can run the agent (kernel, BTF, tracepoints,
+    /// uprobes, bpffs, tracefs, capabilities, ring buffers, cgroup v2,
+    /// memlock) and say how to fix what is missing. Exits non-zero when the
+    /// agent cannot run.
+    Doctor,
 }
 
 /// Settings as flags/environment; `None` means "not given here".
@@ -85,6 +90,209 @@ pub struct Flags {
     /// works too.
     #[arg(long, env = "AGENT_LOG_LEVEL", global = true)]
     pub log_level: Option<String>,
+
+    // The remaining file keys, each as `--<section>-<key>` and
+    // `AGENT_<SECTION>_<KEY>` (capture keys without the section, like the
+    // flags above).
+    /// Records one CPU writes between two wake-ups of the reader
+    /// (`capture.wakeup_records`; 0: every record).
+    #[arg(long, env = "AGENT_WAKEUP_RECORDS", global = true)]
+    pub wakeup_records: Option<u64>,
+    /// The reader polls the ring buffer at least this often
+    /// (`capture.poll_interval`, e.g. `20ms`).
+    #[arg(long, env = "AGENT_POLL_INTERVAL", value_parser = parse_duration, global = true)]
+    pub poll_interval: Option<Duration>,
+    /// Requests awaiting a response per connection (`http.max_pending_requests`).
+    #[arg(long, env = "AGENT_HTTP_MAX_PENDING_REQUESTS", global = true)]
+    pub http_max_pending_requests: Option<usize>,
+    /// Longest HTTP head parsed (`http.max_head_bytes`).
+    #[arg(long, env = "AGENT_HTTP_MAX_HEAD_BYTES", global = true)]
+    pub http_max_head_bytes: Option<usize>,
+    /// Query keys redacted in `sensitive` mode, comma-separated
+    /// (`http.sensitive_query_keys`).
+    #[arg(
+        long,
+        env = "AGENT_HTTP_SENSITIVE_QUERY_KEYS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub http_sensitive_query_keys: Option<Vec<String>>,
+    /// Longest PostgreSQL statement text kept (`postgres.max_query_bytes`).
+    #[arg(long, env = "AGENT_POSTGRES_MAX_QUERY_BYTES", global = true)]
+    pub postgres_max_query_bytes: Option<usize>,
+    /// Prepared statements remembered per PostgreSQL connection
+    /// (`postgres.max_prepared_statements`).
+    #[arg(long, env = "AGENT_POSTGRES_MAX_PREPARED_STATEMENTS", global = true)]
+    pub postgres_max_prepared_statements: Option<usize>,
+    /// PostgreSQL messages awaiting an answer per connection
+    /// (`postgres.max_pending`).
+    #[arg(long, env = "AGENT_POSTGRES_MAX_PENDING", global = true)]
+    pub postgres_max_pending: Option<usize>,
+    /// Connections with parser state in userspace (`connections.max_tracked`).
+    #[arg(long, env = "AGENT_CONNECTIONS_MAX_TRACKED", global = true)]
+    pub connections_max_tracked: Option<usize>,
+    /// A quiet connection is forgotten after this long
+    /// (`connections.idle_timeout`).
+    #[arg(long, env = "AGENT_CONNECTIONS_IDLE_TIMEOUT", value_parser = parse_duration, global = true)]
+    pub connections_idle_timeout: Option<Duration>,
+    /// Processes whose resource is cached (`connections.max_processes`).
+    #[arg(long, env = "AGENT_CONNECTIONS_MAX_PROCESSES", global = true)]
+    pub connections_max_processes: Option<usize>,
+    /// Spans waiting for export (`export.queue_size`).
+    #[arg(long, env = "AGENT_EXPORT_QUEUE_SIZE", global = true)]
+    pub export_queue_size: Option<usize>,
+    /// Spans per export request (`export.batch_size`).
+    #[arg(long, env = "AGENT_EXPORT_BATCH_SIZE", global = true)]
+    pub export_batch_size: Option<usize>,
+    /// A partial batch is exported after this long (`export.interval`).
+    #[arg(long, env = "AGENT_EXPORT_INTERVAL", value_parser = parse_duration, global = true)]
+    pub export_interval: Option<Duration>,
+    /// Full OTLP traces URL, used as is (`export.otlp.traces_endpoint`).
+    #[arg(long, env = "AGENT_OTLP_TRACES_ENDPOINT", global = true)]
+    pub otlp_traces_endpoint: Option<String>,
+    /// Headers of every export request, `key=value,...` with
+    /// percent-encoded values (`export.otlp.headers`).
+    #[arg(long, env = "AGENT_OTLP_HEADERS", global = true)]
+    pub otlp_headers: Option<String>,
+    /// Export request timeout (`export.otlp.timeout`, e.g. `10s`).
+    #[arg(long, env = "AGENT_OTLP_TIMEOUT", value_parser = parse_duration, global = true)]
+    pub otlp_timeout: Option<Duration>,
+    /// `gzip` or `none` (`export.otlp.compression`).
+    #[arg(long, env = "AGENT_OTLP_COMPRESSION", global = true)]
+    pub otlp_compression: Option<OtlpCompression>,
+
+    /// Trace only connections on these ports (local or remote), e.g.
+    /// `8080,9000-9100` (`selection.include.ports`).
+    #[arg(
+        long,
+        env = "AGENT_INCLUDE_PORTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub include_ports: Option<Vec<String>>,
+    /// Never trace connections on these ports (`selection.exclude.ports`).
+    #[arg(
+        long,
+        env = "AGENT_EXCLUDE_PORTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub exclude_ports: Option<Vec<String>>,
+    /// Trace only processes whose executable name (or path, for a pattern
+    /// with `/`) matches one of these globs (`selection.include.executables`).
+    #[arg(
+        long,
+        env = "AGENT_INCLUDE_EXECUTABLES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub include_executables: Option<Vec<String>>,
+    /// Never trace processes whose executable matches
+    /// (`selection.exclude.executables`).
+    #[arg(
+        long,
+        env = "AGENT_EXCLUDE_EXECUTABLES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub exclude_executables: Option<Vec<String>>,
+    /// Trace only processes whose cgroup path matches one of these globs
+    /// (`selection.include.cgroups`).
+    #[arg(
+        long,
+        env = "AGENT_INCLUDE_CGROUPS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub include_cgroups: Option<Vec<String>>,
+    /// Never trace processes whose cgroup path matches
+    /// (`selection.exclude.cgroups`).
+    #[arg(
+        long,
+        env = "AGENT_EXCLUDE_CGROUPS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub exclude_cgroups: Option<Vec<String>>,
+    /// Trace only these containers (ids or id prefixes of at least 12 hex
+    /// digits; `selection.include.containers`).
+    #[arg(
+        long,
+        env = "AGENT_INCLUDE_CONTAINERS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub include_containers: Option<Vec<String>>,
+    /// Never trace these containers (`selection.exclude.containers`).
+    #[arg(
+        long,
+        env = "AGENT_EXCLUDE_CONTAINERS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub exclude_containers: Option<Vec<String>>,
+    /// Trace only pods of these Kubernetes namespaces (globs;
+    /// `selection.include.namespaces`).
+    #[arg(
+        long,
+        env = "AGENT_INCLUDE_NAMESPACES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub include_namespaces: Option<Vec<String>>,
+    /// Never trace pods of these namespaces (`selection.exclude.namespaces`).
+    #[arg(
+        long,
+        env = "AGENT_EXCLUDE_NAMESPACES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub exclude_namespaces: Option<Vec<String>>,
+    /// Trace only pods with one of these labels, `key=value-glob` or `key`
+    /// (`selection.include.pod_labels`).
+    #[arg(
+        long,
+        env = "AGENT_INCLUDE_POD_LABELS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub include_pod_labels: Option<Vec<String>>,
+    /// Never trace pods with one of these labels
+    /// (`selection.exclude.pod_labels`).
+    #[arg(
+        long,
+        env = "AGENT_EXCLUDE_POD_LABELS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub exclude_pod_labels: Option<Vec<String>>,
+
+    /// Kubernetes pod metadata: `auto` (when running in a cluster:
+    /// KUBERNETES_SERVICE_HOST set), `on` or `off` (`kubernetes.enabled`).
+    #[arg(long, env = "AGENT_KUBERNETES", global = true)]
+    pub kubernetes: Option<KubernetesMode>,
+    /// This node's name, whose pods are watched (`kubernetes.node_name`;
+    /// default `$NODE_NAME`, else the host name).
+    #[arg(long, env = "AGENT_KUBERNETES_NODE_NAME", global = true)]
+    pub kubernetes_node_name: Option<String>,
+    /// API server URL (`kubernetes.api_server`; default: in-cluster
+    /// `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`, or the
+    /// kubeconfig's).
+    #[arg(long, env = "AGENT_KUBERNETES_API_SERVER", global = true)]
+    pub kubernetes_api_server: Option<String>,
+    /// A kubeconfig file to use instead of the in-cluster service account
+    /// (`kubernetes.kubeconfig`).
+    #[arg(long, env = "AGENT_KUBECONFIG", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Bearer token file (`kubernetes.token_file`).
+    #[arg(long, env = "AGENT_KUBERNETES_TOKEN_FILE", global = true)]
+    pub kubernetes_token_file: Option<PathBuf>,
+    /// CA bundle of the API server (`kubernetes.ca_file`).
+    #[arg(long, env = "AGENT_KUBERNETES_CA_FILE", global = true)]
+    pub kubernetes_ca_file: Option<PathBuf>,
+    /// Pods of this node kept in memory (`kubernetes.max_pods`).
+    #[arg(long, env = "AGENT_KUBERNETES_MAX_PODS", global = true)]
+    pub kubernetes_max_pods: Option<usize>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -122,13 +330,29 @@ pub enum OtlpProtocol {
 }
 
 /// `OTEL_EXPORTER_OTLP_COMPRESSION`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum OtlpCompression {
     #[default]
     #[serde(rename = "none")]
     None,
     #[serde(rename = "gzip")]
     Gzip,
+}
+
+/// `kubernetes.enabled`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KubernetesMode {
+    /// On when running in a cluster (`KUBERNETES_SERVICE_HOST` set) or a
+    /// kubeconfig or API server is configured.
+    #[default]
+    Auto,
+    #[value(alias = "true")]
+    #[serde(alias = "true")]
+    On,
+    #[value(alias = "false")]
+    #[serde(alias = "false")]
+    Off,
 }
 
 impl OtlpCompression {
@@ -162,6 +386,57 @@ pub struct FileConfig {
     pub export: FileExport,
     pub metrics: FileMetrics,
     pub log_level: Option<String>,
+    pub selection: FileSelection,
+    pub kubernetes: FileKubernetes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSelection {
+    pub include: FileSelectors,
+    pub exclude: FileSelectors,
+}
+
+/// One side (include or exclude) of the selection.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSelectors {
+    /// Ports (`8080`) or ranges (`"9000-9100"`).
+    pub ports: Option<Vec<PortItem>>,
+    pub executables: Option<Vec<String>>,
+    pub cgroups: Option<Vec<String>>,
+    pub containers: Option<Vec<String>>,
+    pub namespaces: Option<Vec<String>>,
+    pub pod_labels: Option<Vec<String>>,
+}
+
+/// A port in the file: a number or a `"from-to"` string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PortItem {
+    Port(u32),
+    Text(String),
+}
+
+impl PortItem {
+    fn text(&self) -> String {
+        match self {
+            PortItem::Port(p) => p.to_string(),
+            PortItem::Text(t) => t.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileKubernetes {
+    pub enabled: Option<KubernetesMode>,
+    pub node_name: Option<String>,
+    pub api_server: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub max_pods: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -262,7 +537,129 @@ pub struct Config {
     /// `None`: no metrics/health endpoint.
     pub metrics_address: Option<SocketAddr>,
     pub log_level: String,
+    pub selection: SelectionConfig,
+    pub kubernetes: KubernetesConfig,
 }
+
+/// What to trace: a connection is traced when it matches every non-empty
+/// `include` list (any entry of each) and no `exclude` entry.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SelectionConfig {
+    pub include: Selectors,
+    pub exclude: Selectors,
+}
+
+impl SelectionConfig {
+    /// Whether anything is selected by process (executable, cgroup,
+    /// container, Kubernetes) rather than by port.
+    pub fn by_process(&self) -> bool {
+        self.include.by_process() || self.exclude.by_process()
+    }
+
+    /// Whether any rule is set.
+    pub fn is_active(&self) -> bool {
+        self.by_process() || !self.include.ports.is_empty() || !self.exclude.ports.is_empty()
+    }
+
+    /// Whether a rule needs Kubernetes pod metadata.
+    pub fn needs_kubernetes(&self) -> bool {
+        [&self.include, &self.exclude]
+            .iter()
+            .any(|s| !s.namespaces.is_empty() || !s.pod_labels.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Selectors {
+    /// Inclusive port ranges.
+    pub ports: Vec<PortRange>,
+    /// Globs on the executable name, or on its path for patterns with `/`.
+    pub executables: Vec<String>,
+    /// Globs on the cgroup (v2) path.
+    pub cgroups: Vec<String>,
+    /// Container ids or prefixes (12..=64 lowercase hex digits).
+    pub containers: Vec<String>,
+    /// Globs on the pod's namespace.
+    pub namespaces: Vec<String>,
+    /// `key=value-glob` or `key` (present with any value).
+    pub pod_labels: Vec<String>,
+}
+
+impl Selectors {
+    fn by_process(&self) -> bool {
+        !(self.executables.is_empty()
+            && self.cgroups.is_empty()
+            && self.containers.is_empty()
+            && self.namespaces.is_empty()
+            && self.pod_labels.is_empty())
+    }
+}
+
+/// An inclusive port range (`8080` is `8080-8080`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.from == self.to {
+            s.serialize_u16(self.from)
+        } else {
+            s.serialize_str(&format!("{}-{}", self.from, self.to))
+        }
+    }
+}
+
+impl PortRange {
+    /// `8080` or `9000-9100`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let port = |p: &str| -> Result<u16, String> {
+            match p.trim().parse::<u32>() {
+                Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+                _ => Err(format!(
+                    "{text:?} is not a port (1..=65535) or a range from-to"
+                )),
+            }
+        };
+        let (from, to) = match text.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => {
+                let p = port(text)?;
+                (p, p)
+            }
+        };
+        if from > to {
+            return Err(format!("{text:?}: the range is empty"));
+        }
+        Ok(Self { from, to })
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.from..=self.to).contains(&port)
+    }
+}
+
+/// Pod metadata from the Kubernetes API server.
+#[derive(Debug, Clone, Serialize)]
+pub struct KubernetesConfig {
+    /// Resolved: `auto` became on or off.
+    pub enabled: bool,
+    /// The node whose pods are watched.
+    pub node_name: Option<String>,
+    /// API server base URL; `None`: the kubeconfig's.
+    pub api_server: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub token_file: PathBuf,
+    pub ca_file: PathBuf,
+    /// Pods kept in memory (a node runs at most a few hundred).
+    pub max_pods: usize,
+}
+
+/// The service account files of an in-cluster pod.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CaptureConfig {
@@ -414,6 +811,11 @@ pub struct OtelEnv {
     pub traces_headers: Option<String>,
     pub compression: Option<String>,
     pub traces_compression: Option<String>,
+    /// `KUBERNETES_SERVICE_HOST` / `_PORT`: set in every pod.
+    pub kubernetes_service_host: Option<String>,
+    pub kubernetes_service_port: Option<String>,
+    /// `NODE_NAME` (the DaemonSet sets it from `spec.nodeName`).
+    pub node_name: Option<String>,
 }
 
 impl OtelEnv {
@@ -430,6 +832,9 @@ impl OtelEnv {
             traces_headers: get("OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
             compression: get("OTEL_EXPORTER_OTLP_COMPRESSION"),
             traces_compression: get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"),
+            kubernetes_service_host: get("KUBERNETES_SERVICE_HOST"),
+            kubernetes_service_port: get("KUBERNETES_SERVICE_PORT"),
+            node_name: get("NODE_NAME"),
         }
     }
 }
@@ -467,10 +872,13 @@ impl Config {
                 .max_connections
                 .or(file.capture.max_connections)
                 .unwrap_or(DEFAULT_MAX_CONNS),
-            wakeup_records: file.capture.wakeup_records.unwrap_or(1024),
-            poll_interval: file
-                .capture
+            wakeup_records: flags
+                .wakeup_records
+                .or(file.capture.wakeup_records)
+                .unwrap_or(1024),
+            poll_interval: flags
                 .poll_interval
+                .or(file.capture.poll_interval)
                 .unwrap_or(Duration::from_millis(20)),
         };
         if capture.capture_bytes == 0 || capture.capture_bytes as usize > MAX_CAPTURE_BYTES {
@@ -513,18 +921,28 @@ impl Config {
                 .request_timeout
                 .or(file.http.request_timeout)
                 .unwrap_or(Duration::from_secs(30)),
-            max_pending_requests: file.http.max_pending_requests.unwrap_or(64),
-            max_head_bytes: file.http.max_head_bytes.unwrap_or(16 * 1024),
+            max_pending_requests: flags
+                .http_max_pending_requests
+                .or(file.http.max_pending_requests)
+                .unwrap_or(64),
+            max_head_bytes: flags
+                .http_max_head_bytes
+                .or(file.http.max_head_bytes)
+                .unwrap_or(16 * 1024),
             redact_query: flags
                 .redact_query
                 .or(file.http.redact_query)
                 .unwrap_or(RedactQuery::All),
-            sensitive_query_keys: file.http.sensitive_query_keys.unwrap_or_else(|| {
-                DEFAULT_SENSITIVE_QUERY_KEYS
-                    .iter()
-                    .map(|s| (*s).to_string())
-                    .collect()
-            }),
+            sensitive_query_keys: flags
+                .http_sensitive_query_keys
+                .clone()
+                .or(file.http.sensitive_query_keys)
+                .unwrap_or_else(|| {
+                    DEFAULT_SENSITIVE_QUERY_KEYS
+                        .iter()
+                        .map(|s| (*s).to_string())
+                        .collect()
+                }),
         };
         if http.request_timeout.is_zero() {
             return Err(invalid("http.request_timeout", "must be positive"));
@@ -541,9 +959,18 @@ impl Config {
                 .postgres_sanitize_queries
                 .or(file.postgres.sanitize_queries)
                 .unwrap_or(true),
-            max_query_bytes: file.postgres.max_query_bytes.unwrap_or(4096),
-            max_prepared_statements: file.postgres.max_prepared_statements.unwrap_or(1024),
-            max_pending: file.postgres.max_pending.unwrap_or(1024),
+            max_query_bytes: flags
+                .postgres_max_query_bytes
+                .or(file.postgres.max_query_bytes)
+                .unwrap_or(4096),
+            max_prepared_statements: flags
+                .postgres_max_prepared_statements
+                .or(file.postgres.max_prepared_statements)
+                .unwrap_or(1024),
+            max_pending: flags
+                .postgres_max_pending
+                .or(file.postgres.max_pending)
+                .unwrap_or(1024),
             query_timeout: flags
                 .postgres_query_timeout
                 .or(file.postgres.query_timeout)
@@ -566,18 +993,27 @@ impl Config {
         }
 
         let connections = ConnectionsConfig {
-            max_tracked: file.connections.max_tracked.unwrap_or(65_536),
-            idle_timeout: file
-                .connections
-                .idle_timeout
+            max_tracked: flags
+                .connections_max_tracked
+                .or(file.connections.max_tracked)
+                .unwrap_or(65_536),
+            idle_timeout: flags
+                .connections_idle_timeout
+                .or(file.connections.idle_timeout)
                 .unwrap_or(Duration::from_secs(300)),
-            max_processes: file.connections.max_processes.unwrap_or(4096),
+            max_processes: flags
+                .connections_max_processes
+                .or(file.connections.max_processes)
+                .unwrap_or(4096),
         };
         if connections.max_tracked == 0 {
             return Err(invalid("connections.max_tracked", "must be positive"));
         }
         if connections.max_processes == 0 {
             return Err(invalid("connections.max_processes", "must be positive"));
+        }
+        if connections.idle_timeout.is_zero() {
+            return Err(invalid("connections.idle_timeout", "must be positive"));
         }
 
         let export = resolve_export(flags, file.export, env)?;
@@ -597,6 +1033,17 @@ impl Config {
             })?),
         };
 
+        let selection = resolve_selection(flags, file.selection)?;
+        let kubernetes = resolve_kubernetes(flags, file.kubernetes, env)?;
+        if selection.needs_kubernetes() && !kubernetes.enabled {
+            return Err(invalid(
+                "selection",
+                "namespaces and pod_labels need Kubernetes metadata, but kubernetes.enabled \
+                 is off (not in a cluster: set kubernetes.enabled: on with a kubeconfig or \
+                 api_server)",
+            ));
+        }
+
         Ok(Self {
             capture,
             http,
@@ -604,6 +1051,8 @@ impl Config {
             connections,
             export,
             metrics_address,
+            selection,
+            kubernetes,
             log_level: flags
                 .log_level
                 .clone()
@@ -674,6 +1123,8 @@ fn resolve_export(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             Some(signal_url(base.trim(), protocol)),
         )
+    } else if let Some(url) = &flags.otlp_traces_endpoint {
+        ("--otlp-traces-endpoint", Some(url.trim().to_string()))
     } else if let Some(url) = &file.otlp.traces_endpoint {
         ("export.otlp.traces_endpoint", Some(url.clone()))
     } else {
@@ -700,6 +1151,10 @@ fn resolve_export(
     });
     debug_assert!(have_endpoint || !env_has_endpoint);
     let mut headers = file.otlp.headers.unwrap_or_default();
+    if let Some(v) = &flags.otlp_headers {
+        headers
+            .extend(parse_headers(v).map_err(|problem| invalid("export.otlp.headers", problem))?);
+    }
     for (key, value) in [
         ("OTEL_EXPORTER_OTLP_HEADERS", &env.headers),
         ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &env.traces_headers),
@@ -709,6 +1164,7 @@ fn resolve_export(
         }
     }
     let compression = match (&env.traces_compression, &env.compression) {
+        _ if flags.otlp_compression.is_some() => flags.otlp_compression.unwrap_or_default(),
         (Some(c), _) => OtlpCompression::parse_env(c).ok_or_else(|| {
             invalid(
                 "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
@@ -730,14 +1186,26 @@ fn resolve_export(
     };
     let export = ExportConfig {
         mode,
-        queue_size: file.queue_size.unwrap_or(65_536),
-        batch_size: file.batch_size.unwrap_or(1024),
-        interval: file.interval.unwrap_or(Duration::from_secs(1)),
+        queue_size: flags
+            .export_queue_size
+            .or(file.queue_size)
+            .unwrap_or(65_536),
+        batch_size: flags.export_batch_size.or(file.batch_size).unwrap_or(1024),
+        interval: flags
+            .export_interval
+            .or(file.interval)
+            .unwrap_or(Duration::from_secs(1)),
         otlp: OtlpConfig {
             protocol,
             traces_endpoint,
             headers,
-            timeout: otlp_timeout(env, file.otlp.timeout)?,
+            timeout: match flags.otlp_timeout {
+                Some(t) if t.is_zero() => {
+                    return Err(invalid("export.otlp.timeout", "must be positive"));
+                }
+                Some(t) => t,
+                None => otlp_timeout(env, file.otlp.timeout)?,
+            },
             compression,
         },
     };
@@ -775,6 +1243,189 @@ fn otlp_timeout(env: &OtelEnv, file: Option<Duration>) -> Result<Duration, Confi
         }
     }
     Ok(file.unwrap_or(Duration::from_secs(10)))
+}
+
+/// Flags (comma-separated lists) replace the file's list.
+fn resolve_selection(flags: &Flags, file: FileSelection) -> Result<SelectionConfig, ConfigError> {
+    let side = |file: FileSelectors,
+                f: [&Option<Vec<String>>; 6],
+                keys: [&'static str; 6]|
+     -> Result<Selectors, ConfigError> {
+        let list = |flag: &Option<Vec<String>>, file: Option<Vec<String>>| -> Vec<String> {
+            flag.clone()
+                .or(file)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let ports_text: Vec<String> = match f[0] {
+            Some(v) => v.clone(),
+            None => file
+                .ports
+                .unwrap_or_default()
+                .iter()
+                .map(PortItem::text)
+                .collect(),
+        };
+        let mut ports = Vec::new();
+        for p in ports_text
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+        {
+            ports.push(PortRange::parse(p).map_err(|e| invalid(keys[0], e))?);
+        }
+        let out = Selectors {
+            ports,
+            executables: list(f[1], file.executables),
+            cgroups: list(f[2], file.cgroups),
+            containers: list(f[3], file.containers)
+                .into_iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
+            namespaces: list(f[4], file.namespaces),
+            pod_labels: list(f[5], file.pod_labels),
+        };
+        for c in &out.containers {
+            let c = c.strip_prefix("containerd://").unwrap_or(c);
+            if !(12..=64).contains(&c.len()) || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    keys[3],
+                    format!("{c:?} is not a container id (12 to 64 hex digits)"),
+                ));
+            }
+        }
+        for l in &out.pod_labels {
+            let key = l.split_once('=').map_or(l.as_str(), |(k, _)| k);
+            if key.trim().is_empty() {
+                return Err(invalid(
+                    keys[5],
+                    format!("{l:?}: expected key=value or key"),
+                ));
+            }
+        }
+        Ok(out)
+    };
+    Ok(SelectionConfig {
+        include: side(
+            file.include,
+            [
+                &flags.include_ports,
+                &flags.include_executables,
+                &flags.include_cgroups,
+                &flags.include_containers,
+                &flags.include_namespaces,
+                &flags.include_pod_labels,
+            ],
+            [
+                "selection.include.ports",
+                "selection.include.executables",
+                "selection.include.cgroups",
+                "selection.include.containers",
+                "selection.include.namespaces",
+                "selection.include.pod_labels",
+            ],
+        )?,
+        exclude: side(
+            file.exclude,
+            [
+                &flags.exclude_ports,
+                &flags.exclude_executables,
+                &flags.exclude_cgroups,
+                &flags.exclude_containers,
+                &flags.exclude_namespaces,
+                &flags.exclude_pod_labels,
+            ],
+            [
+                "selection.exclude.ports",
+                "selection.exclude.executables",
+                "selection.exclude.cgroups",
+                "selection.exclude.containers",
+                "selection.exclude.namespaces",
+                "selection.exclude.pod_labels",
+            ],
+        )?,
+    })
+}
+
+fn resolve_kubernetes(
+    flags: &Flags,
+    file: FileKubernetes,
+    env: &OtelEnv,
+) -> Result<KubernetesConfig, ConfigError> {
+    let kubeconfig = flags.kubeconfig.clone().or(file.kubeconfig);
+    let api_server = flags
+        .kubernetes_api_server
+        .clone()
+        .or(file.api_server)
+        .map(|s| s.trim().trim_end_matches('/').to_string())
+        .filter(|s| !s.is_empty());
+    let in_cluster = env.kubernetes_service_host.is_some();
+    let mode = flags.kubernetes.or(file.enabled).unwrap_or_default();
+    let enabled = match mode {
+        KubernetesMode::On => true,
+        KubernetesMode::Off => false,
+        KubernetesMode::Auto => in_cluster || kubeconfig.is_some() || api_server.is_some(),
+    };
+    let api_server = match (api_server, &env.kubernetes_service_host) {
+        (Some(s), _) => Some(s),
+        (None, Some(host)) if kubeconfig.is_none() => {
+            let port = env.kubernetes_service_port.as_deref().unwrap_or("443");
+            // An IPv6 service address needs brackets in a URL.
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host.clone()
+            };
+            Some(format!("https://{host}:{port}"))
+        }
+        _ => None,
+    };
+    if let Some(url) = &api_server
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(invalid(
+            "kubernetes.api_server",
+            format!("{url:?} must start with https:// or http://"),
+        ));
+    }
+    if enabled && api_server.is_none() && kubeconfig.is_none() {
+        return Err(invalid(
+            "kubernetes.enabled",
+            "on, but not in a cluster (KUBERNETES_SERVICE_HOST unset) and no \
+             kubernetes.api_server or kubernetes.kubeconfig given",
+        ));
+    }
+    let node_name = flags
+        .kubernetes_node_name
+        .clone()
+        .or(file.node_name)
+        .or_else(|| env.node_name.clone())
+        .filter(|s| !s.trim().is_empty());
+    let sa = std::path::Path::new(SERVICE_ACCOUNT_DIR);
+    let cfg = KubernetesConfig {
+        enabled,
+        node_name,
+        api_server,
+        kubeconfig,
+        token_file: flags
+            .kubernetes_token_file
+            .clone()
+            .or(file.token_file)
+            .unwrap_or_else(|| sa.join("token")),
+        ca_file: flags
+            .kubernetes_ca_file
+            .clone()
+            .or(file.ca_file)
+            .unwrap_or_else(|| sa.join("ca.crt")),
+        max_pods: flags.kubernetes_max_pods.or(file.max_pods).unwrap_or(1024),
+    };
+    if !(1..=100_000).contains(&cfg.max_pods) {
+        return Err(invalid("kubernetes.max_pods", "must be 1..=100000"));
+    }
+    Ok(cfg)
 }
 
 /// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value` pairs separated by commas,
@@ -985,6 +1636,410 @@ mod tests {
         );
         let e = parse_file("postgres:\n  sanitize_queries: maybe\n").unwrap_err();
         assert!(e.starts_with("postgres.sanitize_queries:"), "{e}");
+    }
+
+    /// Every file key: (key, flag, variable). The test below checks that
+    /// the flag exists with that variable, that the README documents the
+    /// key, and that no key of the effective configuration is missing here.
+    const KEYS: &[(&str, &str, &str)] = &[
+        (
+            "capture.capture_bytes",
+            "capture-bytes",
+            "AGENT_CAPTURE_BYTES",
+        ),
+        (
+            "capture.ring_buffer_bytes",
+            "ring-buffer-bytes",
+            "AGENT_RING_BUFFER_BYTES",
+        ),
+        (
+            "capture.max_connections",
+            "max-connections",
+            "AGENT_MAX_CONNECTIONS",
+        ),
+        (
+            "capture.wakeup_records",
+            "wakeup-records",
+            "AGENT_WAKEUP_RECORDS",
+        ),
+        (
+            "capture.poll_interval",
+            "poll-interval",
+            "AGENT_POLL_INTERVAL",
+        ),
+        (
+            "http.request_timeout",
+            "request-timeout",
+            "AGENT_REQUEST_TIMEOUT",
+        ),
+        (
+            "http.max_pending_requests",
+            "http-max-pending-requests",
+            "AGENT_HTTP_MAX_PENDING_REQUESTS",
+        ),
+        (
+            "http.max_head_bytes",
+            "http-max-head-bytes",
+            "AGENT_HTTP_MAX_HEAD_BYTES",
+        ),
+        ("http.redact_query", "redact-query", "AGENT_REDACT_QUERY"),
+        (
+            "http.sensitive_query_keys",
+            "http-sensitive-query-keys",
+            "AGENT_HTTP_SENSITIVE_QUERY_KEYS",
+        ),
+        (
+            "postgres.sanitize_queries",
+            "postgres-sanitize-queries",
+            "AGENT_POSTGRES_SANITIZE_QUERIES",
+        ),
+        (
+            "postgres.max_query_bytes",
+            "postgres-max-query-bytes",
+            "AGENT_POSTGRES_MAX_QUERY_BYTES",
+        ),
+        (
+            "postgres.max_prepared_statements",
+            "postgres-max-prepared-statements",
+            "AGENT_POSTGRES_MAX_PREPARED_STATEMENTS",
+        ),
+        (
+            "postgres.max_pending",
+            "postgres-max-pending",
+            "AGENT_POSTGRES_MAX_PENDING",
+        ),
+        (
+            "postgres.query_timeout",
+            "postgres-query-timeout",
+            "AGENT_POSTGRES_QUERY_TIMEOUT",
+        ),
+        (
+            "connections.max_tracked",
+            "connections-max-tracked",
+            "AGENT_CONNECTIONS_MAX_TRACKED",
+        ),
+        (
+            "connections.idle_timeout",
+            "connections-idle-timeout",
+            "AGENT_CONNECTIONS_IDLE_TIMEOUT",
+        ),
+        (
+            "connections.max_processes",
+            "connections-max-processes",
+            "AGENT_CONNECTIONS_MAX_PROCESSES",
+        ),
+        ("export.mode", "export", "AGENT_EXPORT"),
+        (
+            "export.queue_size",
+            "export-queue-size",
+            "AGENT_EXPORT_QUEUE_SIZE",
+        ),
+        (
+            "export.batch_size",
+            "export-batch-size",
+            "AGENT_EXPORT_BATCH_SIZE",
+        ),
+        (
+            "export.interval",
+            "export-interval",
+            "AGENT_EXPORT_INTERVAL",
+        ),
+        (
+            "export.otlp.endpoint",
+            "otlp-endpoint",
+            "AGENT_OTLP_ENDPOINT",
+        ),
+        (
+            "export.otlp.traces_endpoint",
+            "otlp-traces-endpoint",
+            "AGENT_OTLP_TRACES_ENDPOINT",
+        ),
+        (
+            "export.otlp.protocol",
+            "otlp-protocol",
+            "AGENT_OTLP_PROTOCOL",
+        ),
+        ("export.otlp.headers", "otlp-headers", "AGENT_OTLP_HEADERS"),
+        ("export.otlp.timeout", "otlp-timeout", "AGENT_OTLP_TIMEOUT"),
+        (
+            "export.otlp.compression",
+            "otlp-compression",
+            "AGENT_OTLP_COMPRESSION",
+        ),
+        (
+            "metrics.address",
+            "metrics-address",
+            "AGENT_METRICS_ADDRESS",
+        ),
+        ("log_level", "log-level", "AGENT_LOG_LEVEL"),
+        (
+            "selection.include.ports",
+            "include-ports",
+            "AGENT_INCLUDE_PORTS",
+        ),
+        (
+            "selection.include.executables",
+            "include-executables",
+            "AGENT_INCLUDE_EXECUTABLES",
+        ),
+        (
+            "selection.include.cgroups",
+            "include-cgroups",
+            "AGENT_INCLUDE_CGROUPS",
+        ),
+        (
+            "selection.include.containers",
+            "include-containers",
+            "AGENT_INCLUDE_CONTAINERS",
+        ),
+        (
+            "selection.include.namespaces",
+            "include-namespaces",
+            "AGENT_INCLUDE_NAMESPACES",
+        ),
+        (
+            "selection.include.pod_labels",
+            "include-pod-labels",
+            "AGENT_INCLUDE_POD_LABELS",
+        ),
+        (
+            "selection.exclude.ports",
+            "exclude-ports",
+            "AGENT_EXCLUDE_PORTS",
+        ),
+        (
+            "selection.exclude.executables",
+            "exclude-executables",
+            "AGENT_EXCLUDE_EXECUTABLES",
+        ),
+        (
+            "selection.exclude.cgroups",
+            "exclude-cgroups",
+            "AGENT_EXCLUDE_CGROUPS",
+        ),
+        (
+            "selection.exclude.containers",
+            "exclude-containers",
+            "AGENT_EXCLUDE_CONTAINERS",
+        ),
+        (
+            "selection.exclude.namespaces",
+            "exclude-namespaces",
+            "AGENT_EXCLUDE_NAMESPACES",
+        ),
+        (
+            "selection.exclude.pod_labels",
+            "exclude-pod-labels",
+            "AGENT_EXCLUDE_POD_LABELS",
+        ),
+        ("kubernetes.enabled", "kubernetes", "AGENT_KUBERNETES"),
+        (
+            "kubernetes.node_name",
+            "kubernetes-node-name",
+            "AGENT_KUBERNETES_NODE_NAME",
+        ),
+        (
+            "kubernetes.api_server",
+            "kubernetes-api-server",
+            "AGENT_KUBERNETES_API_SERVER",
+        ),
+        ("kubernetes.kubeconfig", "kubeconfig", "AGENT_KUBECONFIG"),
+        (
+            "kubernetes.token_file",
+            "kubernetes-token-file",
+            "AGENT_KUBERNETES_TOKEN_FILE",
+        ),
+        (
+            "kubernetes.ca_file",
+            "kubernetes-ca-file",
+            "AGENT_KUBERNETES_CA_FILE",
+        ),
+        (
+            "kubernetes.max_pods",
+            "kubernetes-max-pods",
+            "AGENT_KUBERNETES_MAX_PODS",
+        ),
+    ];
+
+    fn leaves(prefix: &str, v: &serde_yaml_ng::Value, out: &mut Vec<String>) {
+        match v {
+            serde_yaml_ng::Value::Mapping(m) if !prefix.ends_with("headers") => {
+                for (k, v) in m {
+                    let k = k.as_str().unwrap_or_default();
+                    let key = if prefix.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(&key, v, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+
+    #[test]
+    fn every_key_has_a_flag_a_variable_and_documentation() {
+        use clap::CommandFactory as _;
+        let cmd = Cli::command();
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Configuration").expect("section")..];
+        let yaml = section
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a yaml block");
+        for (key, flag, var) in KEYS {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(*flag))
+                .unwrap_or_else(|| panic!("{key}: no --{flag}"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(*var),
+                "{key}: --{flag} has no {var}"
+            );
+            let last = key.rsplit('.').next().expect("key");
+            assert!(
+                yaml.contains(&format!("{last}:")) && yaml.contains(&format!("--{flag}")),
+                "README does not document {key} (--{flag})"
+            );
+        }
+        // The documented example is a valid configuration.
+        let file = parse_file(yaml).expect("README example parses");
+        let env = OtelEnv {
+            kubernetes_service_host: Some("10.0.0.1".into()),
+            ..OtelEnv::default()
+        };
+        let cfg = Config::resolve(&Flags::default(), file, &env).expect("README example resolves");
+        // No effective key without an entry above.
+        let mut found = Vec::new();
+        leaves("", &serde_yaml_ng::to_value(&cfg).unwrap(), &mut found);
+        for key in found {
+            let key = match key.as_str() {
+                "metrics_address" => "metrics.address".to_string(),
+                _ => key,
+            };
+            assert!(
+                KEYS.iter().any(|(k, _, _)| *k == key),
+                "{key} has no flag/variable entry"
+            );
+        }
+    }
+
+    #[test]
+    fn selection_and_kubernetes_keys() {
+        let yaml = "selection:\n  include:\n    ports: [8080, \"9000-9002\"]\n  exclude:\n    executables: [sshd]\n";
+        let c = resolve(Flags::default(), yaml, OtelEnv::default()).unwrap();
+        assert_eq!(
+            c.selection.include.ports,
+            vec![
+                PortRange {
+                    from: 8080,
+                    to: 8080
+                },
+                PortRange {
+                    from: 9000,
+                    to: 9002
+                }
+            ]
+        );
+        assert!(c.selection.by_process());
+        let flags = Flags {
+            include_ports: Some(vec!["80".into()]),
+            ..Default::default()
+        };
+        let c = resolve(flags, yaml, OtelEnv::default()).unwrap();
+        assert_eq!(
+            c.selection.include.ports,
+            vec![PortRange { from: 80, to: 80 }],
+            "flag replaces"
+        );
+        for (yaml, key) in [
+            (
+                "selection:\n  include:\n    ports: [70000]\n",
+                "selection.include.ports:",
+            ),
+            (
+                "selection:\n  exclude:\n    ports: [\"9-1\"]\n",
+                "selection.exclude.ports:",
+            ),
+            (
+                "selection:\n  include:\n    containers: [xyz]\n",
+                "selection.include.containers:",
+            ),
+            (
+                "selection:\n  exclude:\n    pod_labels: [\"=v\"]\n",
+                "selection.exclude.pod_labels:",
+            ),
+            (
+                "selection:\n  include:\n    namespaces: [shop]\n",
+                "selection:",
+            ),
+            ("kubernetes:\n  enabled: on\n", "kubernetes.enabled:"),
+            (
+                "kubernetes:\n  api_server: ftp://x\n",
+                "kubernetes.api_server:",
+            ),
+            (
+                "kubernetes:\n  api_server: https://x\n  max_pods: 0\n",
+                "kubernetes.max_pods:",
+            ),
+        ] {
+            let e = resolve(Flags::default(), yaml, OtelEnv::default()).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{yaml}: {e}");
+        }
+        let e = parse_file("selection:\n  include:\n    bogus: [1]\n").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+
+        // Kubernetes: off outside a cluster, on inside, with the service
+        // address as the API server.
+        let c = resolve(Flags::default(), "", OtelEnv::default()).unwrap();
+        assert!(!c.kubernetes.enabled);
+        let env = OtelEnv {
+            kubernetes_service_host: Some("fd00::1".into()),
+            kubernetes_service_port: Some("6443".into()),
+            node_name: Some("node-7".into()),
+            ..Default::default()
+        };
+        let c = resolve(Flags::default(), "", env.clone()).unwrap();
+        assert!(c.kubernetes.enabled);
+        assert_eq!(
+            c.kubernetes.api_server.as_deref(),
+            Some("https://[fd00::1]:6443")
+        );
+        assert_eq!(c.kubernetes.node_name.as_deref(), Some("node-7"));
+        let flags = Flags {
+            kubernetes: Some(KubernetesMode::Off),
+            ..Default::default()
+        };
+        assert!(!resolve(flags, "", env).unwrap().kubernetes.enabled);
+    }
+
+    #[test]
+    fn export_flags_win_over_otel_variables() {
+        let env = OtelEnv {
+            compression: Some("gzip".into()),
+            timeout: Some("500".into()),
+            ..Default::default()
+        };
+        let c = resolve(Flags::default(), "", env.clone()).unwrap();
+        assert_eq!(c.export.otlp.compression, OtlpCompression::Gzip);
+        assert_eq!(c.export.otlp.timeout, Duration::from_millis(500));
+        let flags = Flags {
+            otlp_compression: Some(OtlpCompression::None),
+            otlp_timeout: Some(Duration::from_secs(3)),
+            otlp_headers: Some("a=1".into()),
+            export_batch_size: Some(10),
+            wakeup_records: Some(0),
+            ..Default::default()
+        };
+        let c = resolve(flags, "", env).unwrap();
+        assert_eq!(c.export.otlp.compression, OtlpCompression::None);
+        assert_eq!(c.export.otlp.timeout, Duration::from_secs(3));
+        assert_eq!(c.export.otlp.headers["a"], "1");
+        assert_eq!(c.export.batch_size, 10);
+        assert_eq!(c.capture.wakeup_records, 0);
     }
 
     #[test]

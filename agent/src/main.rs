@@ -8,6 +8,20 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Doctor)) {
+        // Quiet: the report is the output (errors of the probes are in it).
+        tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("error"))
+            .with_writer(std::io::stderr)
+            .init();
+        let (report, can_run) = agent::doctor::render(&agent::doctor::run());
+        print!("{report}");
+        return if can_run {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     let cfg = match Config::load(&cli, &OtelEnv::from_process()) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -29,6 +43,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command.unwrap_or(Command::Run) {
+        Command::Doctor => unreachable!("handled above"),
         Command::Run => match start(cfg) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

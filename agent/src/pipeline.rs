@@ -20,6 +20,7 @@ use crate::{
     export::SpanQueue,
     protocol::{ConnContext, DataIn, Emit, EventTimes, Next, ProtocolConfig, new_session},
     resource::{ProcessSnapshot, ResourceCache},
+    selection::{Verdict, gate::Gate},
     span::{SpanKind, redact::Redactor},
     telemetry::{Metrics, metrics::UserLoss},
 };
@@ -50,6 +51,8 @@ pub struct Pipeline {
     clock_refreshed_ns: u64,
     /// (tgid, sk) of connections the kernel was told to ignore.
     recently_ignored: std::collections::HashSet<(u32, u64)>,
+    /// Process selection (executables, cgroups, containers, pods), if set.
+    gate: Option<Gate>,
 }
 
 impl Pipeline {
@@ -75,7 +78,14 @@ impl Pipeline {
             last_sweep_ns: monotonic_ns(),
             clock_refreshed_ns: monotonic_ns(),
             recently_ignored: std::collections::HashSet::new(),
+            gate: None,
         }
+    }
+
+    /// Traces only the processes `gate` selects.
+    pub fn with_selection(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Handles one raw ring-buffer record.
@@ -117,7 +127,15 @@ impl Pipeline {
             environ: p.environ.to_vec(),
             environ_truncated: p.environ_truncated,
         };
-        self.resources.observe(p.tgid, &snapshot);
+        if self.gate.is_some() {
+            // Described again: a new program (exec) or a reused pid. The
+            // selection must see what runs now.
+            self.resources.remove(p.tgid);
+        }
+        let resource = self.resources.observe(p.tgid, &snapshot);
+        if let Some(gate) = self.gate.as_mut() {
+            gate.decide(p.tgid, &resource, self.resources.pods().map(|s| s.as_ref()));
+        }
         self.metrics
             .processes_cached
             .set(self.resources.len() as i64);
@@ -132,6 +150,20 @@ impl Pipeline {
         self.metrics
             .processes_cached
             .set(self.resources.len() as i64);
+        if let Some(gate) = self.gate.as_mut() {
+            let pods = self.resources.pods().map(|s| s.as_ref());
+            match gate.verdict(open.tgid, &resource, pods) {
+                Verdict::Selected => {}
+                Verdict::Excluded => {
+                    self.ignore_in_kernel(open.tgid, open.fd, open.sk, "selection_excluded");
+                    return;
+                }
+                Verdict::Pending => {
+                    self.ignore_in_kernel(open.tgid, open.fd, open.sk, "selection_pending");
+                    return;
+                }
+            }
+        }
         let conn = Conn {
             fd: open.fd,
             role: open.role,
@@ -250,6 +282,9 @@ impl Pipeline {
 
     fn on_exit(&mut self, p: &ProcExit) {
         self.recently_ignored.retain(|&(tgid, _)| tgid != p.tgid);
+        if let Some(gate) = self.gate.as_mut() {
+            gate.forget(p.tgid);
+        }
         for (_, conn) in self.conns.remove_process(p.tgid) {
             self.finish_conn(conn, p.ts_ns);
         }

@@ -12,7 +12,7 @@ use tokio::{
 };
 
 use crate::{
-    bpf::{BpfError, Capture, LoadOptions},
+    bpf::{BpfError, Capture, LoadOptions, select::KernelSelection},
     capture::ring::{DRAIN_BATCH, RingReader},
     config::{Config, ExportMode},
     export::{
@@ -21,10 +21,17 @@ use crate::{
         queue::{Sink, run_exporter},
         stdout::StdoutSink,
     },
+    kube::{self, KubeError, PodStore},
     pipeline::Pipeline,
     resource::{HostPaths, ResourceCache},
+    selection::{Selection, Verdict, gate},
     telemetry::{Metrics, server::Health},
 };
+
+/// How long start-up waits for the first pod list when the selection
+/// needs pod metadata (then processes in pods not yet known are decided at
+/// their first connection).
+const POD_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// How often [`Pipeline::tick`] runs.
 const TICK: Duration = Duration::from_millis(250);
@@ -49,6 +56,8 @@ pub enum RunError {
     Ring(#[source] std::io::Error),
     #[error("loading the eBPF programs panicked or was cancelled")]
     LoadTask,
+    #[error("kubernetes: {0}")]
+    Kubernetes(#[from] KubeError),
 }
 
 pub async fn run(cfg: Config) -> Result<(), RunError> {
@@ -74,11 +83,49 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let (sink, destination) = build_sink(&cfg)?;
     health.exporter_configured.store(true, Ordering::Relaxed);
 
+    let paths = HostPaths::default();
+    let pods = start_kubernetes(&cfg, &metrics)?;
+    if let Some(store) = &pods
+        && cfg.selection.needs_kubernetes()
+    {
+        let deadline = tokio::time::Instant::now() + POD_SYNC_WAIT;
+        while !store.synced() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut selection = KernelSelection::from_config(&cfg.selection);
+    let rules = Selection::new(&cfg.selection, cfg.connections.max_processes);
+    let mut initial: Vec<(u32, Verdict)> = Vec::new();
+    if let Some(rules) = &rules {
+        let (rules_copy, paths_copy, store) = (
+            Selection::new(&cfg.selection, 1).expect("process rules"),
+            paths.clone(),
+            pods.clone(),
+        );
+        let _ = rules;
+        initial = tokio::task::spawn_blocking(move || {
+            gate::initial(&rules_copy, &paths_copy, store.as_deref())
+        })
+        .await
+        .map_err(|_| RunError::LoadTask)?;
+        selection.excluded = initial
+            .iter()
+            .filter(|(_, v)| *v == Verdict::Excluded)
+            .map(|(pid, _)| *pid)
+            .collect();
+        tracing::info!(
+            "selection: {} running processes excluded, {} selected",
+            selection.excluded.len(),
+            initial.len() - selection.excluded.len()
+        );
+    }
+
     let load = LoadOptions {
         capture_bytes: cfg.capture.capture_bytes,
         ring_bytes: cfg.capture.ring_buffer_bytes,
         max_connections: cfg.capture.max_connections,
         wakeup_records: cfg.capture.wakeup_records,
+        selection,
     };
     let mut capture = tokio::task::spawn_blocking(move || Capture::load(&load))
         .await
@@ -107,8 +154,16 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         stop_rx,
     ));
 
-    let resources = ResourceCache::new(HostPaths::default(), cfg.connections.max_processes);
+    let mut resources = ResourceCache::new(paths, cfg.connections.max_processes);
+    if let Some(store) = pods {
+        resources = resources.with_pods(store);
+    }
     let mut pipeline = Pipeline::new(&cfg, resources, Some(kernel_conns), queue, metrics.clone());
+    if let Some(rules) = rules {
+        let mut gate = gate::Gate::new(rules, Some(capture.take_proc_filter()?), &metrics.registry);
+        gate.preload(&initial);
+        pipeline = pipeline.with_selection(gate);
+    }
     let mut reader = RingReader::new(ring, cfg.capture.poll_interval).map_err(RunError::Ring)?;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -148,6 +203,32 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let _ = tokio::time::timeout(FLUSH_AT_SHUTDOWN + Duration::from_secs(1), exporter).await;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Starts the pod watch when Kubernetes metadata is on.
+fn start_kubernetes(cfg: &Config, metrics: &Metrics) -> Result<Option<Arc<PodStore>>, RunError> {
+    let k = &cfg.kubernetes;
+    if !k.enabled {
+        return Ok(None);
+    }
+    let api = kube::api::ApiConfig::resolve(k)?;
+    // Fail now on a bad CA or certificate rather than in the background.
+    api.client()?;
+    let node = k.node_name.clone().or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+    });
+    tracing::info!(
+        "kubernetes metadata from {} for node {}",
+        api.server,
+        node.as_deref().unwrap_or("(any)")
+    );
+    let store = PodStore::new(k.max_pods);
+    let kube_metrics = kube::KubeMetrics::register(&metrics.registry);
+    tokio::spawn(kube::watch::run(api, node, store.clone(), kube_metrics));
+    Ok(Some(store))
 }
 
 /// The export sink and a description of where spans go.

@@ -54,6 +54,28 @@ pub fn http_get(
     })
 }
 
+/// `GET path` over a fresh connection, the request written in one
+/// syscall (so the server's first read surely holds the request line),
+/// `Connection: close`, read to EOF. [`http_get`] writes in pieces.
+pub fn http_get_whole(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<SimpleResponse> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: agent-tests-harness\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response")
+    })
+}
+
 /// Parses one complete HTTP/1.x response (Content-Length, chunked or until EOF).
 pub fn parse_response(raw: &[u8]) -> Option<SimpleResponse> {
     let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;

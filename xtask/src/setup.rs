@@ -20,7 +20,19 @@ const APT_PACKAGES: &[&str] = &[
     "python3",
     // PostgreSQL 15 server, psql and pgbench (the tests run private servers).
     "postgresql",
+    // Deployment tests: systemd-analyze verify/security of the unit, capsh
+    // (the doctor without CAP_BPF), podman with runc (the image, run with
+    // host pids; crun refuses hybrid cgroup hierarchies), a Python venv for
+    // kubernetes-validate.
+    "systemd",
+    "libcap2-bin",
+    "podman",
+    "runc",
+    "python3-venv",
 ];
+
+/// kubernetes-validate (PyPI): the Kubernetes schemas, offline.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
@@ -28,7 +40,27 @@ pub fn run() -> Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    kubernetes_validate()?;
     Ok(())
+}
+
+/// kubernetes-validate in a venv under target/ (the deploy tests use it).
+fn kubernetes_validate() -> Result<()> {
+    let venv = crate::workspace_root().join("target/k8s-venv");
+    let bin = venv.join("bin/kubernetes-validate");
+    if bin.exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing {KUBERNETES_VALIDATE} into {}",
+        venv.display()
+    );
+    run_cmd(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run_cmd(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(KUBERNETES_VALIDATE),
+    )
 }
 
 fn quiet(cmd: &mut Command) -> bool {

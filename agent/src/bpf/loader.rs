@@ -11,7 +11,14 @@ use aya::{
     programs::{TracePoint, trace_point::TracePointLink},
 };
 
-use super::{BpfError, conns::ConnMap, counters::KernelCounters, offsets, tracefs};
+use super::{
+    BpfError,
+    conns::ConnMap,
+    counters::KernelCounters,
+    offsets,
+    select::{KernelSelection, ProcFilter},
+    tracefs,
+};
 
 /// The eBPF object, built by `build.rs` from `agent-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent"));
@@ -53,7 +60,16 @@ pub struct LoadOptions {
     /// Records per CPU between forced wake-ups of the reader (0: on every
     /// record).
     pub wakeup_records: u64,
+    /// Ports and processes the user chose not to trace.
+    pub selection: KernelSelection,
 }
+
+/// Fork and exec keep the excluded-process set right; attached only when
+/// processes are selected.
+const SELECTION_PROGRAMS: &[(&str, &str, &str)] = &[
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+];
 
 /// The loaded, attached programs and the maps userspace reads.
 pub struct Capture {
@@ -63,6 +79,7 @@ pub struct Capture {
     /// Programs and the maps not taken by userspace.
     ebpf: Ebpf,
     pub attached: usize,
+    proc_filter: Option<ProcFilter>,
 }
 
 impl Capture {
@@ -83,8 +100,26 @@ impl Capture {
             tracefs::field(&tracefs, "sched", "sched_process_exit", "group_dead")?
                 .map_or(0, |(off, _)| off);
         let tgid = std::process::id();
+        let select = &opts.selection;
+        let by_process = select.flags & agent_common::select::SelectFlags::PROCESSES != 0;
+        let fork_child_pid_at: u32 = if by_process {
+            match tracefs::field(&tracefs, "sched", "sched_process_fork", "child_pid")? {
+                Some((off, 4)) => off,
+                found => {
+                    return Err(BpfError::TracepointFormat {
+                        category: "sched".into(),
+                        name: "sched_process_fork".into(),
+                        reason: format!("field child_pid of 4 bytes expected, found {found:?}"),
+                    });
+                }
+            }
+        } else {
+            0
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &tgid, true)
+            .override_global("SELECT_FLAGS", &select.flags, true)
+            .override_global("FORK_CHILD_PID_AT", &fork_child_pid_at, true)
             .override_global("CAPTURE_BYTES", &opts.capture_bytes, true)
             .override_global("WAKEUP_EVERY", &opts.wakeup_records, true)
             .override_global("KERNEL_OFFSETS", &offsets, true)
@@ -93,6 +128,20 @@ impl Capture {
             .map_max_entries("SK_TRACED", opts.max_connections)
             .load(OBJECT)
             .map_err(|e| BpfError::Load(Box::new(e)))?;
+        // The selection is in place before the first program runs.
+        if !select.ports.is_empty() {
+            let map = ebpf
+                .map_mut("PORT_SELECT")
+                .ok_or(BpfError::MissingMap("PORT_SELECT"))?;
+            super::select::write_ports(map, &select.ports)?;
+        }
+        let mut proc_filter = ProcFilter::new(
+            ebpf.take_map("PROC_EXCLUDED")
+                .ok_or(BpfError::MissingMap("PROC_EXCLUDED"))?,
+        )?;
+        for &pid in &select.excluded {
+            proc_filter.exclude(pid);
+        }
         let mut links = Vec::new();
         // On an error, `links` is dropped: what was attached is detached.
         for &(program, suffix) in EGRESS_SYSCALLS {
@@ -107,12 +156,18 @@ impl Capture {
         for &(program, category, name) in LIFECYCLE {
             links.push(attach(&mut ebpf, program, category, name)?);
         }
+        if by_process {
+            for &(program, category, name) in SELECTION_PROGRAMS {
+                links.push(attach(&mut ebpf, program, category, name)?);
+            }
+        }
         log_offsets(&offsets);
         let attached = links.len();
         Ok(Self {
             links,
             ebpf,
             attached,
+            proc_filter: Some(proc_filter),
         })
     }
 
@@ -121,7 +176,13 @@ impl Capture {
     /// closing two dozen one after the other takes seconds, while
     /// concurrent closes share their grace periods.
     pub fn detach(self) {
-        let Self { links, ebpf, .. } = self;
+        let Self {
+            links,
+            ebpf,
+            proc_filter,
+            ..
+        } = self;
+        drop(proc_filter);
         std::thread::scope(|scope| {
             for link in links {
                 let spawned = std::thread::Builder::new()
@@ -147,6 +208,61 @@ impl Capture {
             name: "EVENTS",
             source: Box::new(source),
         })
+    }
+
+    /// Attaches (then detaches) the doctor's uprobe to `symbol` of `target`
+    /// (a library name like `libc`, or a path).
+    pub fn try_uprobe(&mut self, symbol: &str, target: &str) -> Result<(), String> {
+        let prog: &mut aya::programs::UProbe = self
+            .ebpf
+            .program_mut("doctor_uprobe")
+            .ok_or("doctor_uprobe missing from the object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        prog.load().map_err(|e| error_chain(&e))?;
+        let id = prog
+            .attach(
+                symbol,
+                target,
+                aya::programs::uprobe::UProbeScope::AllProcesses,
+            )
+            .map_err(|e| error_chain(&e))?;
+        prog.detach(id).map_err(|e| error_chain(&e))
+    }
+
+    /// Attaches (then detaches) the doctor's kprobe to kernel function `f`.
+    pub fn try_kprobe(&mut self, f: &str) -> Result<(), String> {
+        let prog: &mut aya::programs::KProbe = self
+            .ebpf
+            .program_mut("doctor_kprobe")
+            .ok_or("doctor_kprobe missing from the object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        prog.load().map_err(|e| error_chain(&e))?;
+        let id = prog.attach(f, 0).map_err(|e| error_chain(&e))?;
+        prog.detach(id).map_err(|e| error_chain(&e))
+    }
+
+    /// Loads and attaches (then detaches) the doctor's fentry program on
+    /// kernel function `f`.
+    pub fn try_fentry(&mut self, f: &str) -> Result<(), String> {
+        let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
+        let prog: &mut aya::programs::FEntry = self
+            .ebpf
+            .program_mut("doctor_fentry")
+            .ok_or("doctor_fentry missing from the object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        prog.load(f, &btf).map_err(|e| error_chain(&e))?;
+        let id = prog.attach().map_err(|e| error_chain(&e))?;
+        prog.detach(id).map_err(|e| error_chain(&e))
+    }
+
+    /// The excluded-process set (taken once).
+    pub fn take_proc_filter(&mut self) -> Result<ProcFilter, BpfError> {
+        self.proc_filter
+            .take()
+            .ok_or(BpfError::MissingMap("PROC_EXCLUDED"))
     }
 
     /// The kernel counters (taken once).
@@ -197,6 +313,18 @@ impl Capture {
             .ok_or(BpfError::MissingMap("CONNS"))?;
         ConnMap::new(map)
     }
+}
+
+/// An error with its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn validate(opts: &LoadOptions) -> Result<(), BpfError> {

@@ -4,6 +4,7 @@
 //! - `tracefs`: mounting tracefs and reading tracepoint formats;
 //! - `loader`: load the embedded object, set its globals, attach programs;
 //! - `counters`: the kernel's loss and work counters;
+//! - `select`: the selection maps (ports, excluded processes);
 //! - `conns`: the kernel connection map (ignore a connection, sweep stale
 //!   entries).
 
@@ -11,6 +12,7 @@ pub mod conns;
 pub mod counters;
 pub mod loader;
 pub mod offsets;
+pub mod select;
 pub mod tracefs;
 
 pub use loader::{Capture, LoadOptions};

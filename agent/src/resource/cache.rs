@@ -7,7 +7,10 @@ use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 
 use super::process::read_start_time;
-use super::{HostInfo, HostPaths, ProcessInfo, ProcessSnapshot, ResourceError, keys};
+use super::{
+    HostInfo, HostPaths, ProcessInfo, ProcessSnapshot, ResourceError, ServiceNameSource, keys,
+};
+use crate::kube::{ContainerPod, PodStore};
 
 /// Default number of processes a [`ResourceCache`] holds.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -22,12 +25,42 @@ pub struct ProcessResource {
     /// Hash of the resource's attributes: equal resources have equal keys,
     /// across runs too. Group spans by it.
     pub key: u64,
+    /// The Kubernetes pod and container of the process, when known.
+    pub pod: Option<ContainerPod>,
 }
 
 impl ProcessResource {
     /// Builds the resource of `info` on `host`.
     pub fn new(info: ProcessInfo, host: &HostInfo) -> Self {
+        Self::with_pod(info, host, None)
+    }
+
+    /// Builds the resource of `info` on `host`, in `pod` if it runs in one:
+    /// the `k8s.*` attributes are added and, unless the process named its
+    /// service itself, `service.name` is the pod's
+    /// `app.kubernetes.io/name` label, else its workload, else the
+    /// container name (as the OpenTelemetry Kubernetes conventions
+    /// suggest).
+    pub fn with_pod(info: ProcessInfo, host: &HostInfo, pod: Option<ContainerPod>) -> Self {
         let mut attributes = info.attributes();
+        if let Some(cp) = &pod {
+            if info.service_name_source == ServiceNameSource::Executable {
+                let name = cp
+                    .pod
+                    .labels
+                    .get("app.kubernetes.io/name")
+                    .map(String::as_str)
+                    .or(cp.pod.workload.name())
+                    .unwrap_or(&cp.container)
+                    .to_string();
+                for kv in &mut attributes {
+                    if kv.key.as_str() == keys::SERVICE_NAME {
+                        *kv = KeyValue::new(keys::SERVICE_NAME, name.clone());
+                    }
+                }
+            }
+            attributes.extend(crate::kube::attributes(cp));
+        }
         attributes.extend(host.attributes());
         attributes.push(KeyValue::new(
             keys::TELEMETRY_DISTRO_NAME,
@@ -45,6 +78,7 @@ impl ProcessResource {
             info,
             resource,
             key,
+            pod,
         }
     }
 }
@@ -61,6 +95,7 @@ impl ProcessResource {
             info: ProcessInfo::fallback(42, "test"),
             resource,
             key,
+            pod: None,
         }
     }
 }
@@ -123,6 +158,9 @@ pub enum Refresh {
 struct Entry {
     resource: Arc<ProcessResource>,
     last_used: u64,
+    /// For a container process whose pod was not known: the pod store's
+    /// generation then (the resource is rebuilt once the store changed).
+    pod_generation: Option<u64>,
 }
 
 /// Resources of the observed processes, by host pid.
@@ -138,6 +176,7 @@ pub struct ResourceCache {
     /// Incremented on every use, to order entries by recency.
     clock: u64,
     stats: CacheStats,
+    pods: Option<Arc<PodStore>>,
 }
 
 impl ResourceCache {
@@ -157,7 +196,19 @@ impl ResourceCache {
             entries: HashMap::new(),
             clock: 0,
             stats: CacheStats::default(),
+            pods: None,
         }
+    }
+
+    /// Adds Kubernetes pod metadata to the resources of container processes.
+    pub fn with_pods(mut self, pods: Arc<PodStore>) -> Self {
+        self.pods = Some(pods);
+        self
+    }
+
+    /// The pod store, if Kubernetes metadata is on.
+    pub fn pods(&self) -> Option<&Arc<PodStore>> {
+        self.pods.as_ref()
     }
 
     /// The host all resources describe.
@@ -169,6 +220,7 @@ impl ResourceCache {
     /// cannot be read (it is gone already, typically), a minimal resource
     /// built from `fallback_comm` (the comm eBPF reported) is cached instead.
     pub fn get_or_load(&mut self, pid: u32, fallback_comm: &str) -> Arc<ProcessResource> {
+        self.refresh_pod(pid);
         if let Some(resource) = self.touch(pid) {
             self.stats.hits += 1;
             return resource;
@@ -185,6 +237,7 @@ impl ResourceCache {
     /// the snapshot alone when the process is already gone). Called when
     /// the kernel first announces a process; replaces a cached fallback.
     pub fn observe(&mut self, pid: u32, snapshot: &ProcessSnapshot) -> Arc<ProcessResource> {
+        self.refresh_pod(pid);
         if let Some(entry) = self.entries.get(&pid)
             && !entry.resource.info.is_fallback()
         {
@@ -273,6 +326,22 @@ impl ResourceCache {
         self.stats.reloads
     }
 
+    /// Rebuilds the cached resource of a container process whose pod was
+    /// unknown, if the pod store changed since.
+    fn refresh_pod(&mut self, pid: u32) {
+        let Some(store) = &self.pods else { return };
+        let Some(entry) = self.entries.get(&pid) else {
+            return;
+        };
+        if entry
+            .pod_generation
+            .is_some_and(|g| g != store.generation())
+        {
+            let info = entry.resource.info.clone();
+            self.insert(info);
+        }
+    }
+
     /// The cached resource of `pid`, marked as just used.
     fn touch(&mut self, pid: u32) -> Option<Arc<ProcessResource>> {
         self.clock += 1;
@@ -312,11 +381,22 @@ impl ResourceCache {
         if !self.entries.contains_key(&pid) && self.entries.len() >= self.capacity {
             self.evict_least_recently_used();
         }
-        let resource = Arc::new(ProcessResource::new(info, &self.host));
+        let (pod, pod_generation) = match (&self.pods, info.container_id.as_deref()) {
+            (Some(store), Some(id)) => {
+                let generation = store.generation();
+                match store.by_container(id) {
+                    Some(pod) => (Some(pod), None),
+                    None => (None, Some(generation)),
+                }
+            }
+            _ => (None, None),
+        };
+        let resource = Arc::new(ProcessResource::with_pod(info, &self.host, pod));
         self.clock += 1;
         let entry = Entry {
             resource: Arc::clone(&resource),
             last_used: self.clock,
+            pod_generation,
         };
         self.entries.insert(pid, entry);
         resource

@@ -65,3 +65,18 @@ async fn ready_handler(State(s): State<AppState>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_needs_programs_and_exporter() {
+        let h = Health::default();
+        assert!(!h.is_ready());
+        h.exporter_configured.store(true, Ordering::Relaxed);
+        assert!(!h.is_ready(), "exporter alone");
+        h.programs_attached.store(true, Ordering::Relaxed);
+        assert!(h.is_ready());
+    }
+}
