@@ -190,7 +190,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
 
     // Detach first: the host must stop paying for the probes at once.
     let detaching = std::time::Instant::now();
-    tokio::task::block_in_place(|| capture.detach());
+    let teardown = capture.detach();
     tracing::info!(
         "programs detached in {:.0?}; flushing spans",
         detaching.elapsed()
@@ -200,7 +200,10 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     pipeline.flush();
     drop(pipeline);
     let _ = stop_tx.send(true);
+    // The perf events' teardown (a grace period) overlaps the flush.
+    let teardown = tokio::task::spawn_blocking(move || drop(teardown));
     let _ = tokio::time::timeout(FLUSH_AT_SHUTDOWN + Duration::from_secs(1), exporter).await;
+    let _ = teardown.await;
     tracing::info!("agent stopped");
     Ok(())
 }

@@ -2,17 +2,18 @@
 //! size, wakeup threshold, kernel offsets), sizes its maps and attaches every
 //! program to its tracepoints.
 
-use std::path::Path;
+use std::{os::fd::AsFd as _, path::Path};
 
 use agent_common::{EndpointKey, KernelOffsets, MAX_CAPTURE_BYTES};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{TracePoint, trace_point::TracePointLink},
+    programs::TracePoint,
 };
 
 use super::{
     BpfError,
+    attach::Attachment,
     conns::ConnMap,
     counters::KernelCounters,
     offsets,
@@ -75,7 +76,7 @@ const SELECTION_PROGRAMS: &[(&str, &str, &str)] = &[
 pub struct Capture {
     /// The attachments, owned here so [`Capture::detach`] can close them
     /// all at once.
-    links: Vec<TracePointLink>,
+    links: Vec<Attachment>,
     /// Programs and the maps not taken by userspace.
     ebpf: Ebpf,
     pub attached: usize,
@@ -171,11 +172,11 @@ impl Capture {
         })
     }
 
-    /// Detaches every program, in parallel: closing one tracepoint
-    /// attachment waits for an RCU grace period (tens of milliseconds), so
-    /// closing two dozen one after the other takes seconds, while
-    /// concurrent closes share their grace periods.
-    pub fn detach(self) {
+    /// Detaches every program at once: each stops running when its link
+    /// closes (microseconds). What is slow to tear down (the perf events,
+    /// whose unregistration waits for an RCU grace period; the object) is
+    /// returned, to be dropped once the rest of the shutdown is done.
+    pub fn detach(self) -> Teardown {
         let Self {
             links,
             ebpf,
@@ -183,19 +184,10 @@ impl Capture {
             ..
         } = self;
         drop(proc_filter);
-        std::thread::scope(|scope| {
-            for link in links {
-                let spawned = std::thread::Builder::new()
-                    .name("detach".into())
-                    .spawn_scoped(scope, move || drop(link));
-                if let Err(e) = spawned {
-                    // The link went down with the failed closure: dropped
-                    // here, one at a time.
-                    tracing::debug!("detaching on the calling thread: {e}");
-                }
-            }
-        });
-        drop(ebpf);
+        Teardown {
+            perf_events: super::attach::detach_all(links),
+            ebpf: Some(ebpf),
+        }
     }
 
     /// The event ring buffer (taken once).
@@ -353,7 +345,7 @@ fn attach(
     program: &str,
     category: &str,
     name: &str,
-) -> Result<TracePointLink, BpfError> {
+) -> Result<Attachment, BpfError> {
     let prog: &mut TracePoint = ebpf
         .program_mut(program)
         .ok_or_else(|| BpfError::Program {
@@ -371,14 +363,30 @@ fn attach(
             source: Box::new(source),
         })?;
     }
-    let attach_error = |source| BpfError::Attach {
+    let attach_error = |source: Box<dyn std::error::Error + Send + Sync>| BpfError::Attach {
         program: program.to_string(),
         category: category.to_string(),
         name: name.to_string(),
-        source: Box::new(source),
+        source,
     };
-    let id = prog.attach(category, name).map_err(attach_error)?;
-    prog.take_link(id).map_err(attach_error)
+    let fd = prog.fd().map_err(|e| attach_error(Box::new(e)))?;
+    let tracefs = tracefs::ensure_mounted()?;
+    Attachment::tracepoint(fd.as_fd(), &tracefs, category, name)
+        .map_err(|e| attach_error(Box::new(e)))
+}
+
+/// What [`Capture::detach`] leaves to tear down: the perf events (closed
+/// in parallel) and the object. Dropping it blocks for a grace period.
+pub struct Teardown {
+    perf_events: Vec<std::os::fd::OwnedFd>,
+    ebpf: Option<Ebpf>,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        super::attach::close_all(std::mem::take(&mut self.perf_events));
+        drop(self.ebpf.take());
+    }
 }
 
 /// The programs read tracepoint records at fixed offsets; refuse to run if

@@ -8,6 +8,7 @@
 //! - `conns`: the kernel connection map (ignore a connection, sweep stale
 //!   entries).
 
+pub mod attach;
 pub mod conns;
 pub mod counters;
 pub mod loader;
@@ -57,7 +58,7 @@ pub enum BpfError {
         category: String,
         name: String,
         #[source]
-        source: Box<aya::programs::ProgramError>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
