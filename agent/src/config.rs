@@ -59,6 +59,12 @@ pub struct Flags {
     /// Query-string redaction: `all` values, only `sensitive` keys, or `none`.
     #[arg(long, env = "AGENT_REDACT_QUERY", global = true)]
     pub redact_query: Option<RedactQuery>,
+    /// HTTP/2 streams traced at once per connection (1..=65536).
+    #[arg(long, env = "AGENT_HTTP2_MAX_STREAMS", global = true)]
+    pub http2_max_streams: Option<usize>,
+    /// HPACK dynamic-table bytes kept per connection direction (0..=1048576).
+    #[arg(long, env = "AGENT_HTTP2_MAX_HEADER_TABLE_BYTES", global = true)]
+    pub http2_max_header_table_bytes: Option<usize>,
     /// Where spans go: `auto` (OTLP when an endpoint is configured, else
     /// stdout), `otlp`, `stdout` or `none`.
     #[arg(long, env = "AGENT_EXPORT", global = true)]
@@ -129,6 +135,7 @@ impl OtlpProtocol {
 pub struct FileConfig {
     pub capture: FileCapture,
     pub http: FileHttp,
+    pub http2: FileHttp2,
     pub connections: FileConnections,
     pub export: FileExport,
     pub metrics: FileMetrics,
@@ -155,6 +162,13 @@ pub struct FileHttp {
     pub max_head_bytes: Option<usize>,
     pub redact_query: Option<RedactQuery>,
     pub sensitive_query_keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileHttp2 {
+    pub max_streams: Option<usize>,
+    pub max_header_table_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -215,6 +229,7 @@ mod humantime_opt {
 pub struct Config {
     pub capture: CaptureConfig,
     pub http: HttpConfig,
+    pub http2: Http2Config,
     pub connections: ConnectionsConfig,
     pub export: ExportConfig,
     /// `None`: no metrics/health endpoint.
@@ -240,6 +255,16 @@ pub struct HttpConfig {
     pub max_head_bytes: usize,
     pub redact_query: RedactQuery,
     pub sensitive_query_keys: Vec<String>,
+}
+
+/// HTTP/2 and gRPC. Header blocks are bounded by `http.max_head_bytes`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Http2Config {
+    /// Streams traced at once per connection; more are counted, not traced.
+    pub max_streams: usize,
+    /// HPACK dynamic-table bytes kept per direction (entries beyond are
+    /// reported unresolved).
+    pub max_header_table_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -450,6 +475,26 @@ impl Config {
             return Err(invalid("http.max_head_bytes", "must be 256..=1048576"));
         }
 
+        let http2 = Http2Config {
+            max_streams: flags
+                .http2_max_streams
+                .or(file.http2.max_streams)
+                .unwrap_or(256),
+            max_header_table_bytes: flags
+                .http2_max_header_table_bytes
+                .or(file.http2.max_header_table_bytes)
+                .unwrap_or(64 * 1024),
+        };
+        if !(1..=65_536).contains(&http2.max_streams) {
+            return Err(invalid("http2.max_streams", "must be 1..=65536"));
+        }
+        if http2.max_header_table_bytes > 1 << 20 {
+            return Err(invalid(
+                "http2.max_header_table_bytes",
+                "must be 0..=1048576",
+            ));
+        }
+
         let connections = ConnectionsConfig {
             max_tracked: file.connections.max_tracked.unwrap_or(65_536),
             idle_timeout: file
@@ -485,6 +530,7 @@ impl Config {
         Ok(Self {
             capture,
             http,
+            http2,
             connections,
             export,
             metrics_address,

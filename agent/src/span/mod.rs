@@ -8,6 +8,7 @@
 //! - `redact`: query strings and secrets.
 
 pub mod context;
+pub mod grpc;
 pub mod http;
 pub mod model;
 pub mod redact;
