@@ -152,14 +152,15 @@ pub struct H2Exchange {
 
 impl H2Exchange {
     /// Whether this is a gRPC call: by content type, else (headers that
-    /// could not be resolved) by gRPC framing or a grpc-status.
+    /// could not be resolved) by a grpc-status, gRPC message framing or
+    /// response trailers.
     pub fn is_grpc(&self) -> bool {
         if self.request.is_grpc() || self.response.as_ref().is_some_and(Headers::is_grpc) {
             return true;
         }
         let content_type_known = self.request.content_type.is_some()
             || self.response.as_ref().is_some_and(|r| r.content_type.is_some());
-        !content_type_known && (self.grpc_status.is_some() || self.grpc_framed)
+        !content_type_known && (self.grpc_status.is_some() || self.grpc_framed || self.trailers)
     }
 }
 
@@ -593,9 +594,10 @@ impl Handler<'_> {
             Side::Request => {
                 if !s.request_data_seen && body.len() >= 5 {
                     // gRPC length-prefixed message: compressed flag 0/1 and a
-                    // length that fits the frame (a message may span frames).
+                    // length within gRPC's default 4 MiB limit (one message,
+                    // several, or the start of one spanning frames).
                     let msg = u32::from_be_bytes([body[1], body[2], body[3], body[4]]);
-                    s.grpc_framed = body[0] <= 1 && u64::from(msg) + 5 >= len;
+                    s.grpc_framed = body[0] <= 1 && msg <= 4 << 20;
                 }
                 s.request_data_seen = true;
                 s.request_bytes += len;
