@@ -188,9 +188,7 @@ pub fn h2_frame_plausible(b: &[u8; CLASSIFY_BYTES], len: usize) -> bool {
             have < 2 || (b[9] == 0 && matches!(b[10], 1..=6 | 8 | 9))
         }
         h2::PING => stream == 0 && flags & !0x01 == 0 && flen == 8,
-        h2::GOAWAY => {
-            stream == 0 && flags == 0 && flen >= 8 && (have < 1 || b[9] & 0x80 == 0)
-        }
+        h2::GOAWAY => stream == 0 && flags == 0 && flen >= 8 && (have < 1 || b[9] & 0x80 == 0),
         h2::WINDOW_UPDATE => {
             flags == 0
                 && flen == 4

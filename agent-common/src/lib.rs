@@ -37,7 +37,9 @@ pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
 pub const CLASSIFY_BYTES: usize = 16;
 
 /// Maximum number of iovecs copied from one readv/writev/recvmsg/sendmsg.
-pub const MAX_IOVECS: usize = 8;
+/// gRPC C core writes every HTTP/2 frame (and message) as iovecs of their
+/// own: its first write on a connection has more than 8.
+pub const MAX_IOVECS: usize = 32;
 
 /// Capacity of the kernel's set of processes already described to
 /// userspace (an LRU: an evicted process is described again).

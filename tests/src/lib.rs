@@ -15,11 +15,13 @@
 //! - [`prom`] — Prometheus text parsing and the agent's metric names (one place).
 //! - [`servers`] — nginx, Python and Rust HTTP servers on free loopback ports.
 //! - [`client`] — curl, the Rust client binary, raw sockets, malformed inputs.
+//! - [`grpc`] — gRPC echo servers and clients on tonic and grpcio.
 //! - [`semconv`] — the span contract as reusable checks.
 //! - [`procs`] — /proc helpers (RSS, children, rlimits).
 
 pub mod agent;
 pub mod client;
+pub mod grpc;
 pub mod otlp;
 pub mod procs;
 pub mod prom;
@@ -39,6 +41,7 @@ macro_rules! test_bins {
         $crate::Bins {
             rust_http_server: ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_rust_http_server")),
             rust_http_client: ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_rust_http_client")),
+            grpc_echo: ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_grpc_echo")),
         }
     };
 }
@@ -48,6 +51,7 @@ macro_rules! test_bins {
 pub struct Bins {
     pub rust_http_server: PathBuf,
     pub rust_http_client: PathBuf,
+    pub grpc_echo: PathBuf,
 }
 
 /// The workspace root (parent of this crate's directory).

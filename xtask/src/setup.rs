@@ -18,7 +18,16 @@ const APT_PACKAGES: &[&str] = &[
     "wrk",
     "nghttp2-client",
     "python3",
+    "python3-venv",
 ];
+
+/// PyPI packages for the gRPC tests, installed into a venv at
+/// `target/grpc-venv` (Debian's Python is externally managed).
+const PIP_PACKAGES: &[&str] = &["grpcio==1.85.3"];
+
+/// The venv the gRPC tests run their grpcio peers with (see
+/// `tests/src/grpc.rs`).
+pub const GRPC_VENV: &str = "target/grpc-venv";
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
@@ -26,7 +35,33 @@ pub fn run() -> Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    grpc_venv()?;
     Ok(())
+}
+
+/// A Python venv with grpcio, created once; a no-op when it imports.
+fn grpc_venv() -> Result<()> {
+    let venv = crate::workspace_root().join(GRPC_VENV);
+    let python = venv.join("bin/python");
+    if quiet(Command::new(&python).args(["-c", "import grpc"])) {
+        return Ok(());
+    }
+    eprintln!("setup: installing {PIP_PACKAGES:?} into {}", venv.display());
+    if !python.exists() {
+        // The system interpreter (not a pyenv shim), so the venv works for
+        // every user of the machine.
+        let base = if std::path::Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
+        run_cmd(Command::new(base).args(["-m", "venv"]).arg(&venv))?;
+    }
+    run_cmd(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(PIP_PACKAGES),
+    )
 }
 
 fn quiet(cmd: &mut Command) -> bool {

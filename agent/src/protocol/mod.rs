@@ -228,9 +228,7 @@ pub fn switch_session(
 ) -> Option<Box<dyn Session>> {
     match protocol {
         Protocol::Http2 => Some(Box::new(http2::Http2Conn::upgraded(
-            kind,
-            &cfg.http2,
-            handover,
+            kind, &cfg.http2, handover,
         ))),
         _ => new_session(protocol, kind, cfg),
     }

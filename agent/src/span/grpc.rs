@@ -107,7 +107,11 @@ pub fn grpc_span(ex: &H2Exchange, conn: &ConnContext<'_>, clock: &Clock) -> Span
     let req = &ex.request;
     let mut attrs = Vec::with_capacity(16);
     attrs.push(KeyValue::new("rpc.system.name", "grpc"));
-    let method = req.path.as_deref().and_then(method_of).map(|m| cut(m, MAX_METHOD_LEN));
+    let method = req
+        .path
+        .as_deref()
+        .and_then(method_of)
+        .map(|m| cut(m, MAX_METHOD_LEN));
     let name: Cow<'static, str> = match method {
         Some(m) => {
             attrs.push(KeyValue::new("rpc.method", m.to_string()));

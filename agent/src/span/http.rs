@@ -210,9 +210,7 @@ pub(crate) fn assemble(
         Some(tp) => (tp.trace_id, tp.parent_id, true, tp.flags),
         None => (new_trace_id(), [0; 8], false, 1),
     };
-    let trace_state = parent
-        .and(tracestate)
-        .map(|s| cut(s, 512).to_string());
+    let trace_state = parent.and(tracestate).map(|s| cut(s, 512).to_string());
     SpanRecord {
         trace_id,
         span_id: new_span_id(),

@@ -78,7 +78,9 @@ impl ServerStreamingService<EchoMsg> for ServerStream {
         let m = req.into_inner();
         Box::pin(async move {
             let items: Vec<Result<EchoMsg, Status>> = (0..3).map(|_| Ok(m.clone())).collect();
-            Ok(Response::new(Box::pin(tokio_stream::iter(items)) as MsgStream))
+            Ok(Response::new(
+                Box::pin(tokio_stream::iter(items)) as MsgStream
+            ))
         })
     }
 }
@@ -160,7 +162,9 @@ fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 }
 
 async fn server(args: &[String]) {
-    let port: u16 = arg(args, "--port").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let port: u16 = arg(args, "--port")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
@@ -185,10 +189,16 @@ fn msg(i: usize) -> EchoMsg {
 }
 
 async fn unary(c: &mut Client, path: &'static str, i: usize) -> Result<(), Status> {
-    c.ready().await.map_err(|e| Status::unknown(e.to_string()))?;
-    c.unary(Request::new(msg(i)), PathAndQuery::from_static(path), ProstCodec::default())
+    c.ready()
         .await
-        .map(|_: Response<EchoMsg>| ())
+        .map_err(|e| Status::unknown(e.to_string()))?;
+    c.unary(
+        Request::new(msg(i)),
+        PathAndQuery::from_static(path),
+        ProstCodec::default(),
+    )
+    .await
+    .map(|_: Response<EchoMsg>| ())
 }
 
 /// Runs one step; returns (calls, failures).
@@ -223,7 +233,9 @@ async fn step(c: &mut Client, line: &str) -> (u64, u64) {
         "server_stream" => {
             for i in 0..n {
                 let r = async {
-                    c.ready().await.map_err(|e| Status::unknown(e.to_string()))?;
+                    c.ready()
+                        .await
+                        .map_err(|e| Status::unknown(e.to_string()))?;
                     let mut s = c
                         .server_streaming(
                             Request::new(msg(i)),
@@ -242,7 +254,9 @@ async fn step(c: &mut Client, line: &str) -> (u64, u64) {
         "client_stream" => {
             for i in 0..n {
                 let r = async {
-                    c.ready().await.map_err(|e| Status::unknown(e.to_string()))?;
+                    c.ready()
+                        .await
+                        .map_err(|e| Status::unknown(e.to_string()))?;
                     let out = tokio_stream::iter((0..3).map(move |j| msg(i * 10 + j)));
                     c.client_streaming(
                         Request::new(out),
@@ -259,7 +273,9 @@ async fn step(c: &mut Client, line: &str) -> (u64, u64) {
         "bidi" => {
             for i in 0..n {
                 let r = async {
-                    c.ready().await.map_err(|e| Status::unknown(e.to_string()))?;
+                    c.ready()
+                        .await
+                        .map_err(|e| Status::unknown(e.to_string()))?;
                     let out = tokio_stream::iter((0..3).map(move |j| msg(i * 10 + j)));
                     let mut s = c
                         .streaming(
@@ -285,7 +301,10 @@ async fn step(c: &mut Client, line: &str) -> (u64, u64) {
                 }));
             }
             for t in tasks {
-                count(t.await.unwrap_or_else(|e| Err(Status::unknown(e.to_string()))));
+                count(
+                    t.await
+                        .unwrap_or_else(|e| Err(Status::unknown(e.to_string()))),
+                );
             }
         }
         "sleep" => tokio::time::sleep(Duration::from_millis(n as u64)).await,
@@ -346,9 +365,15 @@ async fn client(args: &[String]) {
 
 async fn load(args: &[String]) {
     let addr = arg(args, "--addr").expect("--addr HOST:PORT");
-    let concurrency: usize = arg(args, "--concurrency").and_then(|v| v.parse().ok()).unwrap_or(16);
-    let connections: usize = arg(args, "--connections").and_then(|v| v.parse().ok()).unwrap_or(1);
-    let seconds: f64 = arg(args, "--seconds").and_then(|v| v.parse().ok()).unwrap_or(5.0);
+    let concurrency: usize = arg(args, "--concurrency")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let connections: usize = arg(args, "--connections")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let seconds: f64 = arg(args, "--seconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0);
     let mut channels = Vec::new();
     for _ in 0..connections.max(1) {
         channels.push(connect(addr).await);

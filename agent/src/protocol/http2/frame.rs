@@ -302,7 +302,13 @@ impl FrameParser {
         };
     }
 
-    fn end_payload(&mut self, header: FrameHeader, keep: usize, cut: bool, sink: &mut impl FrameSink) {
+    fn end_payload(
+        &mut self,
+        header: FrameHeader,
+        keep: usize,
+        cut: bool,
+        sink: &mut impl FrameSink,
+    ) {
         self.state = State::Header;
         self.frames += 1;
         let complete = !cut && keep == header.len as usize && self.buf.len() == keep;

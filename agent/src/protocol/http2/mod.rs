@@ -199,7 +199,8 @@ impl Session for Http2Conn {
 /// `:authority`, static table indices 1..=7) is sent by the client, one
 /// with `:status` (8..=14) by the server. Other frames do not tell.
 pub fn infer_kind(direction: Direction, first: &[u8]) -> Option<SpanKind> {
-    let sent_by_client = if first.starts_with(&frame::PREFACE[..first.len().min(frame::PREFACE.len())])
+    let sent_by_client = if first
+        .starts_with(&frame::PREFACE[..first.len().min(frame::PREFACE.len())])
         && !first.is_empty()
     {
         true
@@ -305,8 +306,14 @@ mod tests {
 
     #[test]
     fn infers_the_client_from_preface_and_pseudo_headers() {
-        assert_eq!(infer_kind(Direction::Egress, frame::PREFACE), Some(SpanKind::Client));
-        assert_eq!(infer_kind(Direction::Ingress, b"PRI * HT"), Some(SpanKind::Server));
+        assert_eq!(
+            infer_kind(Direction::Egress, frame::PREFACE),
+            Some(SpanKind::Client)
+        );
+        assert_eq!(
+            infer_kind(Direction::Ingress, b"PRI * HT"),
+            Some(SpanKind::Server)
+        );
         // SETTINGS then HEADERS (:method POST) on stream 1.
         let mut b = vec![0, 0, 0, 4, 0, 0, 0, 0, 0];
         b.extend([0, 0, 2, 1, 4, 0, 0, 0, 1, 0x83, 0x86]);

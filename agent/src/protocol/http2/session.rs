@@ -93,7 +93,9 @@ impl Headers {
             // HTTP/1 upgrade requests carry Host instead.
             b"host" if self.authority.is_none() => self.authority = Some(text(value)),
             b":path" => self.path = Some(text(value)),
-            b":status" => self.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()),
+            b":status" => {
+                self.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok())
+            }
             b"content-type" => self.content_type = Some(text(value)),
             b"user-agent" => self.user_agent = Some(text(value)),
             b"traceparent" => self.traceparent = Some(text(value)),
@@ -106,7 +108,9 @@ impl Headers {
                 None => self.tracestate = Some(text(value)),
             },
             b"grpc-status" => {
-                self.grpc_status = std::str::from_utf8(value).ok().and_then(|s| s.trim().parse().ok());
+                self.grpc_status = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
             }
             _ => {}
         }
@@ -114,9 +118,10 @@ impl Headers {
 
     /// Content type says gRPC (`application/grpc`, `application/grpc+proto`, ...).
     pub fn is_grpc(&self) -> bool {
-        self.content_type
-            .as_deref()
-            .is_some_and(|c| c.get(..16).is_some_and(|p| p.eq_ignore_ascii_case("application/grpc")))
+        self.content_type.as_deref().is_some_and(|c| {
+            c.get(..16)
+                .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
+        })
     }
 }
 
@@ -159,7 +164,10 @@ impl H2Exchange {
             return true;
         }
         let content_type_known = self.request.content_type.is_some()
-            || self.response.as_ref().is_some_and(|r| r.content_type.is_some());
+            || self
+                .response
+                .as_ref()
+                .is_some_and(|r| r.content_type.is_some());
         !content_type_known && (self.grpc_status.is_some() || self.grpc_framed || self.trailers)
     }
 }
@@ -262,7 +270,10 @@ impl Http2Session {
     pub fn new(is_server: bool, limits: Limits) -> Self {
         let block = limits.max_header_block_bytes.max(256);
         Self {
-            parsers: [FrameParser::new(true, block), FrameParser::new(false, block)],
+            parsers: [
+                FrameParser::new(true, block),
+                FrameParser::new(false, block),
+            ],
             is_server,
             st: State {
                 hpack: [
@@ -364,7 +375,8 @@ impl Http2Session {
     /// [`Outcome::ConnectionClosed`].
     pub fn close(&mut self, now_ns: u64, out: &mut Vec<H2Exchange>) {
         let end = self.st.last_ns.max(now_ns);
-        let mut open: Vec<(u64, u32)> = self.st.streams.iter().map(|(&id, s)| (s.seq, id)).collect();
+        let mut open: Vec<(u64, u32)> =
+            self.st.streams.iter().map(|(&id, s)| (s.seq, id)).collect();
         open.sort_unstable();
         for (_, id) in open {
             if let Some(s) = self.st.streams.remove(&id) {
@@ -402,7 +414,10 @@ impl Http2Session {
 
     /// Bytes buffered by the parsers and pending header blocks.
     pub fn buffered(&self) -> usize {
-        self.parsers.iter().map(FrameParser::buffered).sum::<usize>()
+        self.parsers
+            .iter()
+            .map(FrameParser::buffered)
+            .sum::<usize>()
             + self
                 .st
                 .pending
@@ -413,7 +428,13 @@ impl Http2Session {
     }
 }
 
-fn finish(id: u32, s: Stream, end_ns: u64, outcome: Outcome, reset_code: Option<u32>) -> H2Exchange {
+fn finish(
+    id: u32,
+    s: Stream,
+    end_ns: u64,
+    outcome: Outcome,
+    reset_code: Option<u32>,
+) -> H2Exchange {
     H2Exchange {
         stream_id: id,
         request: s.request,
@@ -482,7 +503,8 @@ impl Handler<'_> {
 
     fn decode(&mut self, stream: u32, end_stream: bool, push: bool, block: &[u8], complete: bool) {
         let mut headers = Headers::default();
-        let stats = self.st.hpack[self.side as usize].decode(block, complete, &mut |f| headers.field(f));
+        let stats =
+            self.st.hpack[self.side as usize].decode(block, complete, &mut |f| headers.field(f));
         headers.unresolved = stats.unresolved;
         headers.complete = stats.error.is_none();
         self.st.counts.unresolved_fields += u64::from(stats.unresolved);
@@ -568,7 +590,8 @@ impl Handler<'_> {
 
     fn complete(&mut self, id: u32, outcome: Outcome, code: Option<u32>) {
         if let Some(s) = self.st.streams.remove(&id) {
-            self.out.push(finish(id, s, self.st.now.exit_ns, outcome, code));
+            self.out
+                .push(finish(id, s, self.st.now.exit_ns, outcome, code));
         }
     }
 
@@ -686,7 +709,10 @@ impl FrameSink for Handler<'_> {
             }
             h2::CONTINUATION => {
                 let max = self.st.limits.max_header_block_bytes;
-                let Some(p) = self.st.pending[side].as_mut().filter(|p| p.stream == h.stream) else {
+                let Some(p) = self.st.pending[side]
+                    .as_mut()
+                    .filter(|p| p.stream == h.stream)
+                else {
                     // The start of the block was not seen: its insertions
                     // are lost.
                     self.drop_pending();
@@ -701,7 +727,8 @@ impl FrameSink for Handler<'_> {
                 if p.complete {
                     p.buf.extend_from_slice(f.payload);
                 } else {
-                    p.buf.extend_from_slice(&f.payload[..f.payload.len().min(room)]);
+                    p.buf
+                        .extend_from_slice(&f.payload[..f.payload.len().min(room)]);
                 }
                 if h.flags & flags::END_HEADERS != 0
                     && let Some(p) = self.st.pending[side].take()

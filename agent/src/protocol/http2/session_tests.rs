@@ -6,7 +6,10 @@ use super::*;
 
 /// One relayed chunk: direction (client → server?) and bytes.
 fn chunks(name: &str) -> Vec<(bool, Vec<u8>)> {
-    let path = format!("{}/src/protocol/http2/fixtures/{name}.h2", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/src/protocol/http2/fixtures/{name}.h2",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let b = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut out = Vec::new();
     let mut i = 0;
@@ -111,7 +114,12 @@ fn grpc(stream: u32, path: &str, grpc_status: u32, seq: u64, bytes: (u64, u64)) 
 fn without_authority(v: Vec<Summary>) -> Vec<Summary> {
     v.into_iter()
         .map(|mut s| {
-            assert!(s.authority.as_deref().is_some_and(|a| a.starts_with("127.0.0.1:")), "{s:?}");
+            assert!(
+                s.authority
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("127.0.0.1:")),
+                "{s:?}"
+            );
             s.authority = None;
             s
         })
@@ -122,7 +130,11 @@ fn check_whole_and_split(name: &str, want: &[Summary]) {
     for is_server in [true, false] {
         let (out, s) = run(name, is_server, 0, None);
         let got: Vec<Summary> = out.iter().map(summary).collect();
-        assert_eq!(without_authority(got.clone()), want, "{name} server={is_server}");
+        assert_eq!(
+            without_authority(got.clone()),
+            want,
+            "{name} server={is_server}"
+        );
         assert!(s.is_idle() || !s.st.hpack.iter().all(|d| d.table().is_empty()));
         assert_eq!(s.open_streams(), 0);
         let mut ch = chunks(name);
@@ -130,7 +142,10 @@ fn check_whole_and_split(name: &str, want: &[Summary]) {
             for cut in 1..data.len() {
                 let (split, _) = run(name, is_server, 0, Some((i, cut)));
                 let split: Vec<Summary> = split.iter().map(summary).collect();
-                assert_eq!(split, got, "{name} server={is_server} chunk {i} cut at {cut}");
+                assert_eq!(
+                    split, got,
+                    "{name} server={is_server} chunk {i} cut at {cut}"
+                );
             }
         }
     }
@@ -194,7 +209,9 @@ fn get(stream: u32, path: &str, status: u16, seq: u64, response_bytes: u64) -> S
 
 #[test]
 fn h2load_to_nginx_multiplexed() {
-    let want: Vec<Summary> = (0..12).map(|i| get(1 + 2 * i, "/", 200, u64::from(i), 6)).collect();
+    let want: Vec<Summary> = (0..12)
+        .map(|i| get(1 + 2 * i, "/", 200, u64::from(i), 6))
+        .collect();
     check_whole_and_split("h2load_nginx", &want);
 }
 
@@ -202,7 +219,10 @@ fn h2load_to_nginx_multiplexed() {
 fn nghttp_to_nginx_with_priority_frames() {
     check_whole_and_split(
         "nghttp_nginx_prior_knowledge",
-        &[get(13, "/a?x=1", 200, 0, 6), get(15, "/missing", 404, 1, 153)],
+        &[
+            get(13, "/a?x=1", 200, 0, 6),
+            get(15, "/missing", 404, 1, 153),
+        ],
     );
 }
 
@@ -224,8 +244,14 @@ fn joined_late_dynamic_table_miss() {
             let (full, _) = run(name, is_server, 0, None);
             let expected = full.iter().filter(|e| e.stream_id >= 5).count();
             assert_eq!(got.len(), expected, "{name}: {got:#?}");
-            assert!(got.iter().all(|g| g.outcome == Outcome::Complete), "{got:#?}");
-            assert!(got.iter().all(|g| g.method.as_deref() == Some("POST")), "{got:#?}");
+            assert!(
+                got.iter().all(|g| g.outcome == Outcome::Complete),
+                "{got:#?}"
+            );
+            assert!(
+                got.iter().all(|g| g.method.as_deref() == Some("POST")),
+                "{got:#?}"
+            );
             // Referring to entries inserted before the join.
             assert!(got.iter().any(|g| g.unresolved > 0), "{name}: {got:#?}");
             // gRPC is still recognised (content type, framing or status).
@@ -255,12 +281,18 @@ fn gap_over_frame_headers_resynchronises() {
     }
     let problems = s.take_problems();
     assert!(
-        problems.iter().any(|p| p.reason == "gap_in_framing" && p.side == Side::Response),
+        problems
+            .iter()
+            .any(|p| p.reason == "gap_in_framing" && p.side == Side::Response),
         "{problems:?}"
     );
     // Stream 1's end was lost; it stays open until it times out.
     assert!(out.iter().all(|e| e.stream_id != 1));
-    assert!(out.len() >= 10, "{:#?}", out.iter().map(summary).collect::<Vec<_>>());
+    assert!(
+        out.len() >= 10,
+        "{:#?}",
+        out.iter().map(summary).collect::<Vec<_>>()
+    );
     let mut left = Vec::new();
     s.expire(u64::MAX, 1, &mut left);
     assert_eq!(left.len(), 1);
@@ -282,19 +314,46 @@ fn reset_goaway_and_close_end_streams() {
     for id in [1, 3, 5, 7] {
         req.extend(frame(h2::HEADERS, 0x5, id, &[0x82, 0x86, 0x84]));
     }
-    let mut s = Http2Session::new(true, Limits { max_streams: 3, ..Limits::default() });
+    let mut s = Http2Session::new(
+        true,
+        Limits {
+            max_streams: 3,
+            ..Limits::default()
+        },
+    );
     let mut out = Vec::new();
     s.on_data(Direction::Ingress, &req, 0, times(0), &mut out);
     assert_eq!(s.take_counts().stream_overflow, 1);
     // The client cancels 1; the server's GOAWAY (last stream 3) drops 5.
-    s.on_data(Direction::Ingress, &frame(h2::RST_STREAM, 0, 1, &[0, 0, 0, 8]), 0, times(1), &mut out);
-    s.on_data(Direction::Egress, &frame(h2::GOAWAY, 0, 0, &[0, 0, 0, 3, 0, 0, 0, 0]), 0, times(2), &mut out);
-    let got: Vec<(u32, Outcome, Option<u32>)> = out.iter().map(|e| (e.stream_id, e.outcome, e.reset_code)).collect();
-    assert_eq!(got, vec![(1, Outcome::Reset, Some(8)), (5, Outcome::Reset, Some(0))]);
+    s.on_data(
+        Direction::Ingress,
+        &frame(h2::RST_STREAM, 0, 1, &[0, 0, 0, 8]),
+        0,
+        times(1),
+        &mut out,
+    );
+    s.on_data(
+        Direction::Egress,
+        &frame(h2::GOAWAY, 0, 0, &[0, 0, 0, 3, 0, 0, 0, 0]),
+        0,
+        times(2),
+        &mut out,
+    );
+    let got: Vec<(u32, Outcome, Option<u32>)> = out
+        .iter()
+        .map(|e| (e.stream_id, e.outcome, e.reset_code))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(1, Outcome::Reset, Some(8)), (5, Outcome::Reset, Some(0))]
+    );
     out.clear();
     s.close(10_000_000, &mut out);
     assert_eq!(out.len(), 1);
-    assert_eq!((out[0].stream_id, out[0].outcome), (3, Outcome::ConnectionClosed));
+    assert_eq!(
+        (out[0].stream_id, out[0].outcome),
+        (3, Outcome::ConnectionClosed)
+    );
 }
 
 /// An upgraded (h2c) connection: stream 1 is the HTTP/1 request.
@@ -320,7 +379,10 @@ fn upgraded_stream_one_gets_its_response() {
     s.on_data(Direction::Egress, &resp, 0, times(3), &mut out);
     assert_eq!(out.len(), 1);
     let e = &out[0];
-    assert_eq!((e.stream_id, e.outcome, e.start_ns, e.tid), (1, Outcome::Complete, 5, 7));
+    assert_eq!(
+        (e.stream_id, e.outcome, e.start_ns, e.tid),
+        (1, Outcome::Complete, 5, 7)
+    );
     assert_eq!(e.response.as_ref().and_then(|r| r.status), Some(200));
     assert_eq!(e.response_body_bytes, 5);
 }

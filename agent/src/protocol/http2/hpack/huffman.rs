@@ -176,7 +176,10 @@ mod tests {
     #[test]
     fn code_is_complete() {
         // Kraft sum of a complete prefix code is exactly 1.
-        let sum: u64 = LENGTHS.iter().map(|&l| 1u64 << (MAX_LEN - l as usize)).sum();
+        let sum: u64 = LENGTHS
+            .iter()
+            .map(|&l| 1u64 << (MAX_LEN - l as usize))
+            .sum();
         assert_eq!(sum, 1 << MAX_LEN);
     }
 
