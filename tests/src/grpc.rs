@@ -188,8 +188,17 @@ impl InteractiveClient {
             .unwrap_or_else(|e| panic!("gRPC client (pid {}) silent: {e}", self.pid))
     }
 
-    /// Runs one step; returns the totals so far (calls, failures).
-    pub fn step(&mut self, step: &str) -> (u64, u64) {
+    /// Runs steps (separated by `,`); returns the totals so far (calls,
+    /// failures).
+    pub fn step(&mut self, steps: &str) -> (u64, u64) {
+        let mut totals = (0, 0);
+        for step in steps.split(',') {
+            totals = self.one_step(step.trim());
+        }
+        totals
+    }
+
+    fn one_step(&mut self, step: &str) -> (u64, u64) {
         writeln!(self.stdin, "{step}").expect("write step");
         self.stdin.flush().expect("flush");
         let line = self.next_line(Duration::from_secs(60));

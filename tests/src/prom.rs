@@ -233,3 +233,18 @@ weird{l="a \"quoted\" }, value"} 2.5 1700000000
         assert_eq!(w.value, 2.5);
     }
 }
+
+/// The agent's loss, parse-error and HTTP/2 counters that are not zero,
+/// on one line (for failure messages).
+pub fn interesting(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            ["lost_total", "parse_errors", "hpack", "http2", "ignored"]
+                .iter()
+                .any(|k| l.contains(k))
+        })
+        .filter(|l| !l.ends_with(" 0"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

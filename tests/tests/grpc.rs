@@ -123,7 +123,7 @@ fn run(server_stack: Stack, client_stack: Stack) {
     require_grpcio();
     let bins = test_bins!();
     let rx = OtlpReceiver::start();
-    let _agent = AgentProcess::start(AgentOptions::new().otlp(&rx, Protocol::Grpc));
+    let agent = AgentProcess::start(AgentOptions::new().otlp(&rx, Protocol::Grpc));
     let server = start_server(server_stack, &bins.grpc_echo);
     let client = run_client(client_stack, &bins.grpc_echo, server.port, PLAN);
     let n = total_calls();
@@ -131,21 +131,22 @@ fn run(server_stack: Stack, client_stack: Stack) {
     assert_eq!(client.failures, 2, "Fail and Missing fail");
 
     let (spid, cpid) = (server.pid, client.pid);
-    rx.wait_for(
-        |s| {
+    let _ = rx.try_wait_for(
+        |s: &[agent_tests::otlp::ReceivedSpan]| {
             spans_of(s, SpanKind::Server, &[spid]).len() >= n
                 && spans_of(s, SpanKind::Client, &[cpid]).len() >= n
         },
         SPAN_WAIT,
     );
     std::thread::sleep(SETTLE);
+    let agent_counters = agent_tests::prom::interesting(&agent.metrics_text());
     let all = rx.spans();
     let servers = spans_of(&all, SpanKind::Server, &[spid]);
     let clients = spans_of(&all, SpanKind::Client, &[cpid]);
     let mut problems = Vec::new();
     if servers.len() != n || clients.len() != n {
         problems.push(format!(
-            "{} server and {} client spans for {n} calls",
+            "agent counters: {agent_counters}; {} server and {} client spans for {n} calls",
             servers.len(),
             clients.len()
         ));
