@@ -42,6 +42,25 @@ pub enum Which {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// tonic echo server + tonic load client, unary gRPC over HTTP/2
+    /// cleartext, fixed concurrency at maximum rate.
+    Grpc {
+        /// Interleaved rounds (each runs bare and with the agent).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Seconds of load per run.
+        #[arg(long, default_value_t = 10)]
+        duration: u32,
+        /// Calls in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: u32,
+        /// HTTP/2 connections they share.
+        #[arg(long, default_value_t = 2)]
+        connections: u32,
+        /// Where to write the markdown report.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
@@ -61,19 +80,46 @@ pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
             eprintln!("report written to {}", out.display());
             Ok(())
         }
+        Which::Grpc {
+            rounds,
+            duration,
+            concurrency,
+            connections,
+            output,
+        } => {
+            let sink = build_sink(root)?;
+            let echo = build_test_bin(root, "grpc_echo")?;
+            let load = GrpcLoad {
+                echo,
+                concurrency,
+                connections,
+                duration,
+            };
+            let report = grpc(agent, &sink, &load, rounds)?;
+            println!("{report}");
+            let out = output.unwrap_or_else(|| root.join("target/bench-grpc.md"));
+            fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("report written to {}", out.display());
+            Ok(())
+        }
     }
 }
 
 fn build_sink(root: &Path) -> Result<PathBuf> {
+    build_test_bin(root, "otlp_sink")
+}
+
+/// A release build of one of the agent-tests binaries.
+fn build_test_bin(root: &Path, name: &str) -> Result<PathBuf> {
     run_cmd(crate::cargo().current_dir(root).args([
         "build",
         "--release",
         "--package",
         "agent-tests",
         "--bin",
-        "otlp_sink",
+        name,
     ]))?;
-    Ok(root.join("target/release/otlp_sink"))
+    Ok(root.join("target/release").join(name))
 }
 
 fn free_port() -> Result<u16> {
@@ -261,25 +307,33 @@ fn metric_sum(metrics: &str, name: &str, label: Option<&str>) -> f64 {
         .sum()
 }
 
-struct AgentRun {
-    wrk: WrkResult,
+/// What the agent did during one loaded run.
+struct AgentStats {
     cpu_s: f64,
     peak_rss_kib: u64,
     lost: f64,
-    server_spans: u64,
-    client_spans: u64,
     dropped: f64,
+    /// Spans per (service, kind) the sink counted.
+    counts: HashMap<(String, String), u64>,
 }
 
-fn run_with_agent(
+impl AgentStats {
+    fn spans(&self, service: &str, kind: &str) -> u64 {
+        self.counts
+            .get(&(service.to_string(), kind.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Runs `load` with the agent exporting over OTLP/gRPC to a counting sink,
+/// then waits for the spans to settle.
+fn with_agent<T>(
     agent: &Path,
     sink_bin: &Path,
     dir: &Path,
-    nginx: &Nginx,
-    threads: u32,
-    connections: u32,
-    duration: u32,
-) -> Result<AgentRun> {
+    load: impl FnOnce() -> Result<T>,
+) -> Result<(T, AgentStats)> {
     let sink_port = free_port()?;
     let counts = dir.join("counts.txt");
     let _ = fs::remove_file(&counts);
@@ -326,7 +380,7 @@ fn run_with_agent(
     }
     let pid = agent_proc.pid();
     let cpu0 = cpu_seconds(pid)?;
-    let wrk = run_wrk(nginx.port, threads, connections, duration)?;
+    let result = load()?;
     let cpu1 = cpu_seconds(pid)?;
     // Let the last spans be exported: wait until the counts stop moving.
     let mut last = 0;
@@ -349,21 +403,48 @@ fn run_with_agent(
         .unwrap_or_default();
     let peak_rss_kib = status_kib(pid, "VmHWM:");
     agent_proc.stop();
-    let c = read_counts(&counts);
+    Ok((
+        result,
+        AgentStats {
+            cpu_s: cpu1 - cpu0,
+            peak_rss_kib,
+            lost: metric_sum(&metrics, "agent_events_lost_total", None),
+            dropped: metric_sum(&metrics, "agent_spans_dropped_total", None),
+            counts: read_counts(&counts),
+        },
+    ))
+}
+
+struct AgentRun {
+    wrk: WrkResult,
+    cpu_s: f64,
+    peak_rss_kib: u64,
+    lost: f64,
+    server_spans: u64,
+    client_spans: u64,
+    dropped: f64,
+}
+
+fn run_with_agent(
+    agent: &Path,
+    sink_bin: &Path,
+    dir: &Path,
+    nginx: &Nginx,
+    threads: u32,
+    connections: u32,
+    duration: u32,
+) -> Result<AgentRun> {
+    let (wrk, stats) = with_agent(agent, sink_bin, dir, || {
+        run_wrk(nginx.port, threads, connections, duration)
+    })?;
     Ok(AgentRun {
         wrk,
-        cpu_s: cpu1 - cpu0,
-        peak_rss_kib,
-        lost: metric_sum(&metrics, "agent_events_lost_total", None),
-        server_spans: c
-            .get(&("nginx".to_string(), "server".to_string()))
-            .copied()
-            .unwrap_or(0),
-        client_spans: c
-            .get(&("wrk".to_string(), "client".to_string()))
-            .copied()
-            .unwrap_or(0),
-        dropped: metric_sum(&metrics, "agent_spans_dropped_total", None),
+        cpu_s: stats.cpu_s,
+        peak_rss_kib: stats.peak_rss_kib,
+        lost: stats.lost,
+        server_spans: stats.spans("nginx", "server"),
+        client_spans: stats.spans("wrk", "client"),
+        dropped: stats.dropped,
     })
 }
 
@@ -473,6 +554,158 @@ fn http(
         median(cpu_per_10k),
         median(capture),
         median(client_capture),
+        rss_max as f64 / 1024.0,
+        lost_total,
+        dropped_total,
+    ));
+    Ok(report)
+}
+
+/// The gRPC load: `grpc_echo load` against a `grpc_echo server`.
+#[derive(Clone)]
+struct GrpcLoad {
+    echo: PathBuf,
+    concurrency: u32,
+    connections: u32,
+    duration: u32,
+}
+
+struct GrpcResult {
+    calls: u64,
+    errors: u64,
+    rate: f64,
+}
+
+impl GrpcLoad {
+    fn run(&self, port: u16) -> Result<GrpcResult> {
+        let out = Command::new(&self.echo)
+            .args([
+                "load",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--concurrency",
+                &self.concurrency.to_string(),
+                "--connections",
+                &self.connections.to_string(),
+                "--seconds",
+                &self.duration.to_string(),
+            ])
+            .output()
+            .context("running grpc_echo load")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("LOAD "))
+            .with_context(|| format!("no LOAD line in:\n{text}"))?;
+        let v: Vec<f64> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let [calls, errors, secs] = v[..] else {
+            bail!("cannot parse {line:?}");
+        };
+        Ok(GrpcResult {
+            calls: calls as u64,
+            errors: errors as u64,
+            rate: calls / secs,
+        })
+    }
+}
+
+fn grpc(agent: &Path, sink: &Path, load: &GrpcLoad, rounds: u32) -> Result<String> {
+    let dir = std::env::temp_dir().join(format!("agent-bench-grpc-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let mut server = Command::new(&load.echo)
+        .arg("server")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting grpc_echo server")?;
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().context("server stdout")?),
+        &mut first,
+    )?;
+    let _server = Proc(server);
+    let port: u16 = first
+        .strip_prefix("LISTENING ")
+        .and_then(|p| p.trim().parse().ok())
+        .with_context(|| format!("grpc_echo server said {first:?}"))?;
+    // Warm up.
+    GrpcLoad {
+        duration: 2,
+        ..load.clone()
+    }
+    .run(port)?;
+
+    let mut rows = Vec::new();
+    let (mut tput, mut capture, mut client_capture, mut cpu) = (vec![], vec![], vec![], vec![]);
+    let (mut rss_max, mut lost_total, mut dropped_total) = (0u64, 0.0, 0.0);
+    for round in 0..rounds {
+        let agent_first = round % 2 == 1;
+        let measured = || with_agent(agent, sink, &dir, || load.run(port));
+        let (bare, (with, stats)) = if agent_first {
+            let w = measured()?;
+            (load.run(port)?, w)
+        } else {
+            let b = load.run(port)?;
+            (b, measured()?)
+        };
+        let ratio = with.rate / bare.rate;
+        let per_10k = stats.cpu_s / f64::from(load.duration) / (with.rate / 10_000.0) * 100.0;
+        let cap = stats.spans("grpc_echo", "server") as f64 / with.calls as f64;
+        let ccap = stats.spans("grpc_echo", "client") as f64 / with.calls as f64;
+        rows.push(format!(
+            "| {} | {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.1} | {} | {} | {} | {:.4} | {:.4} |",
+            round + 1,
+            if agent_first {
+                "agent, bare"
+            } else {
+                "bare, agent"
+            },
+            bare.rate,
+            with.rate,
+            ratio,
+            per_10k,
+            stats.peak_rss_kib as f64 / 1024.0,
+            stats.lost,
+            stats.dropped,
+            bare.errors + with.errors,
+            cap,
+            ccap,
+        ));
+        eprintln!("{}", rows.last().expect("pushed"));
+        tput.push(ratio);
+        capture.push(cap);
+        client_capture.push(ccap);
+        cpu.push(per_10k);
+        rss_max = rss_max.max(stats.peak_rss_kib);
+        lost_total += stats.lost;
+        dropped_total += stats.dropped;
+    }
+    let _ = fs::remove_dir_all(&dir);
+    let mut report = format!(
+        "### gRPC: tonic unary echo, `grpc_echo load` with {} calls in flight on {} HTTP/2 connection(s), {}s per run, {rounds} interleaved rounds\n\n",
+        load.concurrency, load.connections, load.duration
+    );
+    report.push_str(
+        "| round | order | bare calls/s | agent calls/s | ratio | agent CPU % core per 10k calls/s \
+         | agent peak RSS MiB | events lost | spans dropped | call errors \
+         | capture (server spans ÷ calls) | capture (client spans ÷ calls) |\n",
+    );
+    report.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in &rows {
+        report.push_str(r);
+        report.push('\n');
+    }
+    report.push_str(&format!(
+        "\n**Medians**: throughput ratio {:.3}, capture ratio {:.4} (server) / {:.4} (client), \
+         agent CPU {:.2} % of a core per 10k calls/s; peak RSS {:.1} MiB; events lost {}; spans dropped {}.\n",
+        median(tput),
+        median(capture),
+        median(client_capture),
+        median(cpu),
         rss_max as f64 / 1024.0,
         lost_total,
         dropped_total,
