@@ -177,7 +177,7 @@ pub fn h2_frame_plausible(b: &[u8; CLASSIFY_BYTES], len: usize) -> bool {
                 && (have < 4 || (b[9] == 0 && b[10] == 0 && b[11] == 0 && b[12] <= 0xd))
         }
         h2::SETTINGS => {
-            if stream != 0 || flags & !0x01 != 0 || flen % 6 != 0 {
+            if stream != 0 || flags & !0x01 != 0 || !flen.is_multiple_of(6) {
                 return false;
             }
             if flags == 0x01 {
