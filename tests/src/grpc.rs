@@ -8,7 +8,11 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::agent::AgentProcess;
+use crate::otlp::{OtlpReceiver, ReceivedSpan, SpanKind};
+use crate::semconv::spans_of;
 use crate::servers::ServerProcess;
+use crate::{SETTLE, SPAN_WAIT};
 
 /// Where `cargo xtask setup` installs grpcio: `$GRPC_PYTHON`, else
 /// `<workspace>/target/grpc-venv/bin/python`.
@@ -221,4 +225,38 @@ impl InteractiveClient {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits until `n` SERVER spans of `server_pids` and `n` CLIENT spans of
+/// `client_pids` arrived (at most [`SPAN_WAIT`]), watches [`SETTLE`] longer
+/// for duplicates, and returns them (sorted by start) with a problem when
+/// either count is not exactly `n` (naming the agent's loss counters).
+pub fn exact_spans(
+    rx: &OtlpReceiver,
+    agent: &AgentProcess,
+    server_pids: &[u32],
+    client_pids: &[u32],
+    n: usize,
+) -> (Vec<ReceivedSpan>, Vec<ReceivedSpan>, Vec<String>) {
+    let _ = rx.try_wait_for(
+        |s: &[ReceivedSpan]| {
+            spans_of(s, SpanKind::Server, server_pids).len() >= n
+                && spans_of(s, SpanKind::Client, client_pids).len() >= n
+        },
+        SPAN_WAIT,
+    );
+    std::thread::sleep(SETTLE);
+    let all = rx.spans();
+    let servers = spans_of(&all, SpanKind::Server, server_pids);
+    let clients = spans_of(&all, SpanKind::Client, client_pids);
+    let mut problems = Vec::new();
+    if servers.len() != n || clients.len() != n {
+        problems.push(format!(
+            "{} server and {} client spans for {n} calls; agent counters: {}",
+            servers.len(),
+            clients.len(),
+            crate::prom::interesting(&agent.metrics_text())
+        ));
+    }
+    (servers, clients, problems)
 }

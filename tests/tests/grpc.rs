@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 
 use agent_tests::agent::{AgentOptions, AgentProcess, require_bpf};
-use agent_tests::grpc::{Stack, require_grpcio, run_client, start_server};
+use agent_tests::grpc::{exact_spans, Stack, require_grpcio, run_client, start_server};
 use agent_tests::otlp::{OtlpReceiver, Protocol, ReceivedSpan, SpanKind, StatusCode};
-use agent_tests::semconv::{assert_no_problems, spans_of};
-use agent_tests::{SETTLE, SPAN_WAIT, test_bins};
+use agent_tests::semconv::assert_no_problems;
+use agent_tests::test_bins;
 
 const PLAN: &str =
     "unary 5, server_stream 2, client_stream 2, bidi 2, fail 1, missing 1, concurrent 40";
@@ -131,26 +131,7 @@ fn run(server_stack: Stack, client_stack: Stack) {
     assert_eq!(client.failures, 2, "Fail and Missing fail");
 
     let (spid, cpid) = (server.pid, client.pid);
-    let _ = rx.try_wait_for(
-        |s: &[agent_tests::otlp::ReceivedSpan]| {
-            spans_of(s, SpanKind::Server, &[spid]).len() >= n
-                && spans_of(s, SpanKind::Client, &[cpid]).len() >= n
-        },
-        SPAN_WAIT,
-    );
-    std::thread::sleep(SETTLE);
-    let agent_counters = agent_tests::prom::interesting(&agent.metrics_text());
-    let all = rx.spans();
-    let servers = spans_of(&all, SpanKind::Server, &[spid]);
-    let clients = spans_of(&all, SpanKind::Client, &[cpid]);
-    let mut problems = Vec::new();
-    if servers.len() != n || clients.len() != n {
-        problems.push(format!(
-            "agent counters: {agent_counters}; {} server and {} client spans for {n} calls",
-            servers.len(),
-            clients.len()
-        ));
-    }
+    let (servers, clients, mut problems) = exact_spans(&rx, &agent, &[spid], &[cpid], n);
     problems.extend(check_rpc_spans(&servers, SpanKind::Server, server.port));
     problems.extend(check_rpc_spans(&clients, SpanKind::Client, server.port));
     let mut involved = servers.clone();

@@ -6,10 +6,10 @@
 //! fields are reported unresolved, never wrong).
 
 use agent_tests::agent::{AgentOptions, AgentProcess, require_bpf};
-use agent_tests::grpc::{InteractiveClient, Stack, require_grpcio, start_server};
+use agent_tests::grpc::{exact_spans, InteractiveClient, Stack, require_grpcio, start_server};
 use agent_tests::otlp::{OtlpReceiver, Protocol, SpanKind};
-use agent_tests::semconv::{assert_no_problems, spans_of};
-use agent_tests::{SETTLE, SPAN_WAIT, test_bins};
+use agent_tests::semconv::assert_no_problems;
+use agent_tests::test_bins;
 
 fn run(server_stack: Stack, client_stack: Stack) {
     if !require_bpf() {
@@ -35,26 +35,7 @@ fn run(server_stack: Stack, client_stack: Stack) {
     let n = steps_after + 10;
 
     let (spid, cpid) = (server.pid, client.pid);
-    let _ = rx.try_wait_for(
-        |s: &[agent_tests::otlp::ReceivedSpan]| {
-            spans_of(s, SpanKind::Server, &[spid]).len() >= n
-                && spans_of(s, SpanKind::Client, &[cpid]).len() >= n
-        },
-        SPAN_WAIT,
-    );
-    std::thread::sleep(SETTLE);
-    let agent_counters = agent_tests::prom::interesting(&agent.metrics_text());
-    let all = rx.spans();
-    let servers = spans_of(&all, SpanKind::Server, &[spid]);
-    let clients = spans_of(&all, SpanKind::Client, &[cpid]);
-    let mut problems = Vec::new();
-    if servers.len() != n || clients.len() != n {
-        problems.push(format!(
-            "agent counters: {agent_counters}; {} server and {} client spans for {n} calls after the start",
-            servers.len(),
-            clients.len()
-        ));
-    }
+    let (servers, clients, mut problems) = exact_spans(&rx, &agent, &[spid], &[cpid], n);
     for s in servers.iter().chain(&clients) {
         let ctx = format!("{:?} span {}", s.kind, s.summary());
         if s.attr_str("rpc.system.name") != Some("grpc") {

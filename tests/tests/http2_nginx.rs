@@ -7,9 +7,10 @@ use std::process::{Command, Stdio};
 
 use agent_tests::agent::{AgentOptions, AgentProcess, require_bpf};
 use agent_tests::otlp::{OtlpReceiver, Protocol, SpanKind};
-use agent_tests::semconv::{assert_no_problems, spans_of};
+use agent_tests::grpc::exact_spans;
+use agent_tests::semconv::assert_no_problems;
 use agent_tests::servers::Nginx;
-use agent_tests::{SETTLE, SPAN_WAIT, free_port};
+use agent_tests::free_port;
 
 const REQUESTS: usize = 300;
 
@@ -50,26 +51,7 @@ fn h2load_to_nginx_prior_knowledge() {
         "h2load did not complete every request:\n{text}"
     );
 
-    let _ = rx.try_wait_for(
-        |s: &[agent_tests::otlp::ReceivedSpan]| {
-            spans_of(s, SpanKind::Server, &workers).len() >= REQUESTS
-                && spans_of(s, SpanKind::Client, &[h2load]).len() >= REQUESTS
-        },
-        SPAN_WAIT,
-    );
-    std::thread::sleep(SETTLE);
-    let agent_counters = agent_tests::prom::interesting(&agent.metrics_text());
-    let all = rx.spans();
-    let servers = spans_of(&all, SpanKind::Server, &workers);
-    let clients = spans_of(&all, SpanKind::Client, &[h2load]);
-    let mut problems = Vec::new();
-    if servers.len() != REQUESTS || clients.len() != REQUESTS {
-        problems.push(format!(
-            "agent counters: {agent_counters}; {} server and {} client spans for {REQUESTS} requests",
-            servers.len(),
-            clients.len()
-        ));
-    }
+    let (servers, clients, mut problems) = exact_spans(&rx, &agent, &workers, &[h2load], REQUESTS);
     let mut not_found = [0, 0];
     for (i, spans) in [&servers, &clients].into_iter().enumerate() {
         for s in spans.iter() {
