@@ -7,6 +7,8 @@
 
 use crate::CLASSIFY_BYTES;
 
+mod postgres;
+
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -64,9 +66,13 @@ const fn is_target_start(c: u8) -> bool {
     c == b'/' || c == b'*' || c == b'h' || c == b'H'
 }
 
-/// Classifies the first `len` bytes of `b` (at most [`CLASSIFY_BYTES`]).
+/// Classifies the first `len` bytes of `b` (at most [`CLASSIFY_BYTES`]) of
+/// a syscall that moved `total` bytes.
 #[inline(always)]
-pub fn classify_prefix(b: &[u8; CLASSIFY_BYTES], len: usize) -> Protocol {
+pub fn classify_prefix(b: &[u8; CLASSIFY_BYTES], len: usize, total: u64) -> Protocol {
+    if postgres::postgres(b, len, total) {
+        return Protocol::Postgres;
+    }
     if len < 8 {
         return Protocol::Unknown;
     }
@@ -207,7 +213,7 @@ mod tests {
         let mut b = [0u8; CLASSIFY_BYTES];
         let n = s.len().min(CLASSIFY_BYTES);
         b[..n].copy_from_slice(&s[..n]);
-        classify_prefix(&b, n)
+        classify_prefix(&b, n, 4096)
     }
 
     #[test]
@@ -314,6 +320,7 @@ mod tests {
             b"POSTED something",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
             b"SSH-2.0-OpenSSH_9.2",
+            // An SSLRequest followed by more bytes than its own 8.
             b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
             b"DELETED /x",
             b"get / HTTP/1.1\r\n",
@@ -323,11 +330,31 @@ mod tests {
     }
 
     #[test]
+    fn postgres_startup_and_messages() {
+        let ssl = b"\x00\x00\x00\x08\x04\xd2\x16\x2f";
+        let mut b = [0u8; CLASSIFY_BYTES];
+        b[..8].copy_from_slice(ssl);
+        assert_eq!(classify_prefix(&b, 8, 8), Protocol::Postgres);
+        assert_eq!(
+            classify(b"Q\x00\x00\x00\x0dSELECT 1\x00"),
+            Protocol::Postgres
+        );
+        // HTTP methods starting with a PostgreSQL type letter stay HTTP.
+        for r in [
+            &b"POST /x HTTP/1.1\r\n"[..],
+            b"DELETE /x HTTP/1.1\r\n",
+            b"PUT / HTTP/1.1\r\n",
+        ] {
+            assert_eq!(classify(r), Protocol::Http1);
+        }
+    }
+
+    #[test]
     fn never_reads_past_len() {
         // Bytes beyond `len` are garbage from a previous use of the buffer.
         let mut b = *b"GET /xxxxxxxxxxx";
-        assert_eq!(classify_prefix(&b, 3), Protocol::Unknown);
+        assert_eq!(classify_prefix(&b, 3, 16), Protocol::Unknown);
         b[4] = b'/';
-        assert_eq!(classify_prefix(&b, 4), Protocol::Unknown);
+        assert_eq!(classify_prefix(&b, 4, 16), Protocol::Unknown);
     }
 }

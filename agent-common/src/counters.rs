@@ -31,9 +31,12 @@ pub enum Counter {
     IovecsSkipped = 10,
     /// Process snapshot records written.
     ProcInfoRecords = 11,
+    /// Connections to one of the agent's own sockets (a local collector
+    /// receiving the agent's export), ignored in the kernel.
+    AgentOwnTraffic = 12,
 }
 
-pub const COUNTER_COUNT: u32 = 12;
+pub const COUNTER_COUNT: u32 = 13;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -49,6 +52,7 @@ impl Counter {
         Counter::ProcRecords,
         Counter::IovecsSkipped,
         Counter::ProcInfoRecords,
+        Counter::AgentOwnTraffic,
     ];
 
     /// Name of the counter in the agent's metrics.
@@ -66,6 +70,7 @@ impl Counter {
             Counter::ProcRecords => "proc_records",
             Counter::IovecsSkipped => "iovecs_skipped",
             Counter::ProcInfoRecords => "proc_info_records",
+            Counter::AgentOwnTraffic => "agent_own_traffic",
         }
     }
 

@@ -14,7 +14,7 @@ pub mod record;
 
 pub use classify::{Protocol, classify_prefix};
 pub use counters::Counter;
-pub use maps::{ConnKey, ConnState, ConnVal, Inflight, IoKind};
+pub use maps::{ConnKey, ConnState, ConnVal, EndpointKey, Inflight, IoKind};
 pub use offsets::KernelOffsets;
 pub use record::{
     CloseReason, ConnCloseRecord, ConnOpenRecord, DataFlags, DataHeader, Direction, ProcExitRecord,
@@ -33,6 +33,10 @@ pub const MAX_CAPTURE_BYTES: usize = 8192;
 /// line and headers of real HTTP traffic.
 pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
 
+/// Bytes copied from the end of a syscall whose payload was truncated (the
+/// record's tail; see [`DataHeader::tail_len`]).
+pub const TAIL_BYTES: usize = 64;
+
 /// Bytes of payload the kernel looks at to classify a connection's protocol.
 pub const CLASSIFY_BYTES: usize = 16;
 
@@ -46,7 +50,7 @@ pub const MAX_IOVECS: usize = 32;
 pub const MAX_PROCS_SEEN: u32 = 16_384;
 
 /// Default size of the event ring buffer (bytes, power of two).
-pub const DEFAULT_RING_BYTES: u32 = 16 * 1024 * 1024;
+pub const DEFAULT_RING_BYTES: u32 = 8 * 1024 * 1024;
 
 /// Default capacity of the kernel connection map.
 pub const DEFAULT_MAX_CONNS: u32 = 65_536;
@@ -65,5 +69,6 @@ mod pod {
     // byte arrays, and have explicit padding (no uninitialised bytes).
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::ConnVal {}
+    unsafe impl aya::Pod for super::EndpointKey {}
     unsafe impl aya::Pod for super::KernelOffsets {}
 }

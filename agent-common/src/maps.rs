@@ -10,6 +10,26 @@ pub struct ConnKey {
 
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 8);
 
+/// A TCP endpoint (address and port) in a network namespace: key of the
+/// `AGENT_ENDPOINTS` map, the agent's own sockets. A zero `addr` stands for
+/// any address (a listening socket bound to the wildcard).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    /// IPv4 in the first 4 bytes, or IPv6, network byte order.
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub _pad: u16,
+    /// Network namespace inode (0: any).
+    pub netns: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<EndpointKey>() == 24);
+
+/// Capacity of `AGENT_ENDPOINTS`.
+pub const MAX_AGENT_ENDPOINTS: u32 = 1024;
+
 /// Tracing state of a socket in the `CONNS` map.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

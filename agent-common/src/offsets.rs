@@ -64,9 +64,83 @@ pub struct KernelOffsets {
     pub regs_arg0: u32,
     pub regs_arg1: u32,
     pub regs_arg2: u32,
+    /// Start of a 24-byte window of `pt_regs` holding all three arguments
+    /// (x86_64: dx, si, di are adjacent), read with one helper call; or
+    /// [`NO_REGS_WINDOW`] when they are not adjacent (arm64).
+    pub regs_window: u32,
+    /// Slot (0..=2) of argument n in the window, in bits 2n..2n+1.
+    pub regs_window_slots: u32,
     /// Offset of `group_dead` in the `sched_process_exit` tracepoint
     /// record, or 0 when this kernel's record has no such field.
     pub exit_group_dead: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
+
+/// [`KernelOffsets::regs_window`] when the arguments are not adjacent.
+pub const NO_REGS_WINDOW: u32 = u32::MAX;
+
+impl KernelOffsets {
+    /// Fills `regs_window`/`regs_window_slots` from the three argument
+    /// offsets.
+    pub fn set_regs_window(&mut self) {
+        let offs = [self.regs_arg0, self.regs_arg1, self.regs_arg2];
+        let start = offs[0].min(offs[1]).min(offs[2]);
+        let mut slots = 0u32;
+        let mut seen = 0u32;
+        for (n, off) in offs.iter().enumerate() {
+            let rel = off - start;
+            if !rel.is_multiple_of(8) || rel > 16 {
+                self.regs_window = NO_REGS_WINDOW;
+                self.regs_window_slots = 0;
+                return;
+            }
+            slots |= (rel / 8) << (2 * n);
+            seen |= 1 << (rel / 8);
+        }
+        if seen == 0b111 {
+            self.regs_window = start;
+            self.regs_window_slots = slots;
+        } else {
+            self.regs_window = NO_REGS_WINDOW;
+            self.regs_window_slots = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regs_window() {
+        // x86_64: di@112, si@104, dx@96.
+        let mut o = KernelOffsets {
+            regs_arg0: 112,
+            regs_arg1: 104,
+            regs_arg2: 96,
+            ..Default::default()
+        };
+        o.set_regs_window();
+        assert_eq!(o.regs_window, 96);
+        assert_eq!(o.regs_window_slots, 2 | (1 << 2));
+        // arm64: orig_x0 far from regs[1], regs[2].
+        let mut o = KernelOffsets {
+            regs_arg0: 272,
+            regs_arg1: 8,
+            regs_arg2: 16,
+            ..Default::default()
+        };
+        o.set_regs_window();
+        assert_eq!(o.regs_window, NO_REGS_WINDOW);
+        // Adjacent but overlapping is no window.
+        let mut o = KernelOffsets {
+            regs_arg0: 8,
+            regs_arg1: 8,
+            regs_arg2: 16,
+            ..Default::default()
+        };
+        o.set_regs_window();
+        assert_eq!(o.regs_window, NO_REGS_WINDOW);
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! Layout rule: the first byte of every record is its [`RecordKind`]. Data
 //! records are a fixed [`DataHeader`] followed by `captured_len` payload
-//! bytes; every other record is fixed-size.
+//! bytes and `tail_len` tail bytes; every other record is fixed-size.
 
 /// First byte of every ring-buffer record.
 #[repr(u8)]
@@ -186,9 +186,16 @@ pub struct DataHeader {
     /// Bytes the syscall moved (its return value, or the sum of message
     /// lengths for the mmsg calls).
     pub total_len: u64,
-    /// Payload bytes that follow this header.
+    /// Payload bytes that follow this header: the first bytes the syscall
+    /// moved.
     pub captured_len: u32,
-    pub _pad: u32,
+    /// Tail bytes that follow the payload: the *last* bytes the syscall
+    /// moved, copied (at most [`crate::TAIL_BYTES`]) when the payload was
+    /// truncated and the buffer is a plain one (read/write/recvfrom/sendto).
+    /// They are part of the uncaptured count `total_len - captured_len`.
+    /// Protocols whose messages end a burst (PostgreSQL's CommandComplete
+    /// and ReadyForQuery after megabytes of rows) resynchronize on them.
+    pub tail_len: u32,
 }
 
 pub const DATA_HEADER_SIZE: usize = 56;

@@ -7,9 +7,9 @@
 //! into a data record.
 
 use agent_common::{
-    CLASSIFY_BYTES, ConnKey, ConnState, Counter, DataFlags, DataHeader, Inflight, IoKind,
-    MAX_CAPTURE_BYTES, MAX_IOVECS, Protocol, RecordKind, Role, Syscall, classify_prefix,
-    record::DATA_HEADER_SIZE,
+    CLASSIFY_BYTES, ConnKey, ConnState, ConnVal, Counter, DataFlags, DataHeader, Inflight, IoKind,
+    MAX_CAPTURE_BYTES, MAX_IOVECS, Protocol, RecordKind, Role, Syscall, TAIL_BYTES,
+    classify_prefix, offsets::NO_REGS_WINDOW, record::DATA_HEADER_SIZE,
 };
 use aya_ebpf::{
     helpers::{
@@ -82,7 +82,8 @@ ingress_exit_program!(sys_exit_recvmsg, Syscall::Recvmsg, IoKind::Msg);
 ingress_exit_program!(sys_exit_recvmmsg, Syscall::Recvmmsg, IoKind::Mmsg);
 
 /// The first three arguments of the current syscall, from the user
-/// registers saved at syscall entry (`bpf_task_pt_regs`).
+/// registers saved at syscall entry (`bpf_task_pt_regs`): one read of the
+/// 24 bytes holding them where they are adjacent (x86_64), else three.
 #[inline(always)]
 fn syscall_args() -> Option<[u64; 3]> {
     // SAFETY: helpers returning the current task and its saved registers.
@@ -92,6 +93,27 @@ fn syscall_args() -> Option<[u64; 3]> {
     };
     if regs == 0 {
         return None;
+    }
+    let window = offset!(regs_window);
+    if window != u64::from(NO_REGS_WINDOW) {
+        let mut w = [0u64; 4];
+        // SAFETY: 24 bytes into a 32-byte local; the helper faults safely.
+        let rc = unsafe {
+            generated::bpf_probe_read_kernel(
+                w.as_mut_ptr().cast(),
+                24,
+                (regs + window) as *const core::ffi::c_void,
+            )
+        };
+        if rc != 0 {
+            return None;
+        }
+        let slots = offset!(regs_window_slots);
+        return Some([
+            w[(slots & 3) as usize],
+            w[((slots >> 2) & 3) as usize],
+            w[((slots >> 4) & 3) as usize],
+        ]);
     }
     let read = |off: u64| -> Option<u64> {
         // SAFETY: bpf_probe_read_kernel faults safely.
@@ -127,10 +149,20 @@ fn try_exit_ingress(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
         tgid,
         fd: fd as u32,
     };
-    if CONNS.get_ptr(&key).is_none() && !conn::track(key, Role::Unknown) {
-        return;
-    }
-    // SAFETY: helper without preconditions.
+    let conn = match CONNS.get_ptr_mut(key) {
+        Some(c) => c,
+        None => {
+            if !conn::track(key, Role::Unknown) {
+                return;
+            }
+            let Some(c) = CONNS.get_ptr_mut(key) else {
+                return;
+            };
+            c
+        }
+    };
+    // SAFETY: helper without preconditions. A read's data is there when it
+    // returns: entry and exit share this one timestamp.
     let now = unsafe { bpf_ktime_get_ns() };
     let inflight = Inflight {
         ptr,
@@ -141,7 +173,7 @@ fn try_exit_ingress(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
         io: io as u8,
         _pad: [0; 2],
     };
-    finish_data(&inflight, id, ret);
+    finish_data(conn, key, &inflight, id, ret, now);
 }
 
 /// Saves the arguments of a syscall on a socket of interest. `arg 0` is the
@@ -151,7 +183,9 @@ fn try_exit_ingress(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
 pub fn save_args(ctx: &TracePointContext, syscall: Syscall, io: IoKind) {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if tgid == agent_tgid() {
+    // The agent's own connects are followed (to learn its endpoints), none
+    // of its data.
+    if tgid == agent_tgid() && !matches!(io, IoKind::Connect) {
         return;
     }
     let fd = arg(ctx, 0) as i64;
@@ -217,14 +251,6 @@ fn try_exit(ctx: &TracePointContext) {
     if ret <= 0 {
         return;
     }
-    finish_data(&inflight, id, ret);
-}
-
-/// A data syscall on a tracked socket returned `ret` > 0 bytes: classify
-/// the connection if needed, then emit the data.
-#[inline(always)]
-fn finish_data(inflight: &Inflight, id: u64, ret: i64) {
-    let tgid = (id >> 32) as u32;
     let key = ConnKey {
         tgid,
         fd: inflight.fd as u32,
@@ -232,6 +258,16 @@ fn finish_data(inflight: &Inflight, id: u64, ret: i64) {
     let Some(conn) = CONNS.get_ptr_mut(&key) else {
         return;
     };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    finish_data(conn, key, &inflight, id, ret, now);
+}
+
+/// A data syscall on a tracked socket (`conn`, the `CONNS` entry of `key`)
+/// returned `ret` > 0 bytes at `now`: classify the connection if needed,
+/// then emit the data.
+#[inline(always)]
+fn finish_data(conn: *mut ConnVal, key: ConnKey, inflight: &Inflight, id: u64, ret: i64, now: u64) {
     // SAFETY: the pointer came from a successful lookup; entries are only
     // mutated by the thread doing I/O on that descriptor or by userspace.
     let cv = unsafe { *conn };
@@ -241,8 +277,14 @@ fn finish_data(inflight: &Inflight, id: u64, ret: i64) {
             count(Counter::Unclassified);
             return;
         }
-        if !conn::announce(key, &cv, protocol as u8, id) {
-            return;
+        match conn::announce(key, &cv, protocol as u8, id) {
+            conn::Announced::Yes => {}
+            conn::Announced::RingFull => return,
+            conn::Announced::AgentOwn => {
+                // SAFETY: as above.
+                unsafe { (*conn).state = ConnState::Ignored as u8 };
+                return;
+            }
         }
         // SAFETY: as above.
         unsafe {
@@ -252,7 +294,7 @@ fn finish_data(inflight: &Inflight, id: u64, ret: i64) {
     } else if cv.state != ConnState::Traced as u8 {
         return;
     }
-    emit_data(inflight, id, ret as u64, cv.sk);
+    emit_data(inflight, id, ret as u64, cv.sk, now);
 }
 
 /// First (pointer, length) segment of the syscall's user buffer.
@@ -313,11 +355,11 @@ fn classify(inflight: &Inflight, ret: u64) -> Protocol {
     if rc != 0 {
         return Protocol::Unknown;
     }
-    classify_prefix(&buf, n as usize)
+    classify_prefix(&buf, n as usize, ret)
 }
 
 #[inline(always)]
-fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64) {
+fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64, now: u64) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -360,9 +402,13 @@ fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64) {
     if captured > MAX_CAPTURE_BYTES as u32 {
         captured = MAX_CAPTURE_BYTES as u32;
     }
+    let mut tail_len = 0u32;
     if u64::from(captured) < total && flags & DataFlags::NO_PAYLOAD == 0 {
         flags |= DataFlags::TRUNCATED;
         count(Counter::PayloadTruncated);
+        if io == IoKind::Buf as u8 && captured > 0 {
+            tail_len = copy_tail(dst, captured, inflight.ptr, total);
+        }
     }
     let syscall = inflight.syscall;
     scratch.header = DataHeader {
@@ -378,13 +424,12 @@ fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64) {
         fd: inflight.fd,
         sk,
         ts_enter_ns: inflight.ts_enter_ns,
-        // SAFETY: helper without preconditions.
-        ts_exit_ns: unsafe { bpf_ktime_get_ns() },
+        ts_exit_ns: now,
         total_len: total,
         captured_len: captured,
-        _pad: 0,
+        tail_len,
     };
-    let size = DATA_HEADER_SIZE + captured as usize;
+    let size = DATA_HEADER_SIZE + captured as usize + tail_len as usize;
     // SAFETY: size <= size_of::<DataScratch>() (captured <= MAX_CAPTURE_BYTES).
     let bytes =
         unsafe { core::slice::from_raw_parts((scratch as *const DataScratch).cast::<u8>(), size) };
@@ -408,6 +453,41 @@ fn opaque(v: u32) -> u32 {
 #[inline(always)]
 fn min(a: u64, b: u64) -> u64 {
     if a < b { a } else { b }
+}
+
+/// Copies the last bytes (at most [`TAIL_BYTES`], never overlapping the
+/// `captured` prefix) of a `total`-byte user buffer at `src` to
+/// `dst + captured`. Returns how many.
+#[inline(always)]
+fn copy_tail(dst: *mut u8, captured: u32, src: u64, total: u64) -> u32 {
+    let rest = total - u64::from(captured);
+    let mut n = if rest < TAIL_BYTES as u64 {
+        rest as u32
+    } else {
+        TAIL_BYTES as u32
+    };
+    n = opaque(n);
+    if n == 0 || n > TAIL_BYTES as u32 {
+        return 0;
+    }
+    let mut at = opaque(captured);
+    if at > MAX_CAPTURE_BYTES as u32 {
+        at = MAX_CAPTURE_BYTES as u32;
+    }
+    // SAFETY: at + n <= MAX_CAPTURE_BYTES + TAIL_BYTES < room in dst; the
+    // helper faults safely.
+    let rc = unsafe {
+        generated::bpf_probe_read_user(
+            dst.add(at as usize).cast(),
+            n,
+            (src + total - u64::from(n)) as *const _,
+        )
+    };
+    if rc != 0 {
+        count(Counter::ReadFault);
+        return 0;
+    }
+    n
 }
 
 /// Copies `want` (<= MAX_CAPTURE_BYTES) bytes of user memory to `dst`.

@@ -3,8 +3,8 @@
 //! tracepoint tell userspace a traced connection is over.
 
 use agent_common::{
-    CloseReason, ConnCloseRecord, ConnKey, ConnOpenRecord, ConnState, ConnVal, Counter, IoKind,
-    RecordKind, Role, Syscall,
+    CloseReason, ConnCloseRecord, ConnKey, ConnOpenRecord, ConnState, ConnVal, Counter,
+    EndpointKey, IoKind, RecordKind, Role, Syscall,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -15,7 +15,7 @@ use aya_ebpf::{
 
 use crate::{
     capture::{arg, ret},
-    maps::{CONNS, EVENTS, SK_TRACED, agent_tgid, count, ring_flags},
+    maps::{AGENT_ENDPOINTS, CONNS, EVENTS, SK_TRACED, agent_tgid, count, ring_flags},
     sock,
 };
 
@@ -44,16 +44,41 @@ pub fn track(key: ConnKey, role: Role) -> bool {
     true
 }
 
-/// Announces a newly classified connection to userspace. Returns false when
-/// the record could not be written (the connection then stays unclassified
-/// and the next data syscall tries again).
+/// What [`announce`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Announced {
+    /// The `ConnOpen` record is written: trace the connection.
+    Yes,
+    /// The ring buffer was full: stay unclassified, the next data syscall
+    /// tries again.
+    RingFull,
+    /// The peer is one of the agent's own sockets: ignore the connection.
+    AgentOwn,
+}
+
+/// Whether the remote end of `rec` is one of the agent's endpoints (its
+/// exact address, or a listening socket on any address).
 #[inline(always)]
-pub fn announce(key: ConnKey, conn: &ConnVal, protocol: u8, pid_tgid: u64) -> bool {
-    crate::proc::describe_current(key.tgid);
-    let Some(mut entry) = EVENTS.reserve::<ConnOpenRecord>(0) else {
-        count(Counter::RingbufFull);
-        return false;
+fn peer_is_agent(rec: &ConnOpenRecord) -> bool {
+    let mut key = EndpointKey {
+        addr: rec.remote_addr,
+        port: rec.remote_port,
+        _pad: 0,
+        netns: rec.netns,
     };
+    if AGENT_ENDPOINTS.get_ptr(&key).is_some() {
+        return true;
+    }
+    key.addr = [0; 16];
+    key.netns = 0;
+    AGENT_ENDPOINTS.get_ptr(&key).is_some()
+}
+
+/// Announces a newly classified connection to userspace.
+#[inline(always)]
+pub fn announce(key: ConnKey, conn: &ConnVal, protocol: u8, pid_tgid: u64) -> Announced {
+    // First, while the stack is small (the snapshot is stack-hungry).
+    crate::proc::describe_current(key.tgid);
     let mut rec = ConnOpenRecord {
         kind: RecordKind::ConnOpen as u8,
         role: conn.role,
@@ -68,11 +93,19 @@ pub fn announce(key: ConnKey, conn: &ConnVal, protocol: u8, pid_tgid: u64) -> bo
         ..ConnOpenRecord::default()
     };
     sock::read_addresses(conn.sk, &mut rec);
+    if peer_is_agent(&rec) {
+        count(Counter::AgentOwnTraffic);
+        return Announced::AgentOwn;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ConnOpenRecord>(0) else {
+        count(Counter::RingbufFull);
+        return Announced::RingFull;
+    };
     entry.write(rec);
     entry.submit(ring_flags());
     count(Counter::ConnRecords);
     let _ = SK_TRACED.insert(&conn.sk, &key, 0);
-    true
+    Announced::Yes
 }
 
 #[inline(always)]
@@ -139,15 +172,35 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 /// non-blocking socket, means the socket now has both addresses.
 #[inline(always)]
 pub fn connect_done(tgid: u32, fd: i32, ret: i64) {
-    if (ret == 0 || ret == -EINPROGRESS) && fd >= 0 {
-        track(
-            ConnKey {
-                tgid,
-                fd: fd as u32,
-            },
-            Role::Client,
-        );
+    if !(ret == 0 || ret == -EINPROGRESS) || fd < 0 {
+        return;
     }
+    if tgid == agent_tgid() {
+        // The local port is bound by now: remember it, so the peer of this
+        // connection (a local collector) is not traced.
+        remember_agent_endpoint(fd as u32);
+        return;
+    }
+    track(
+        ConnKey {
+            tgid,
+            fd: fd as u32,
+        },
+        Role::Client,
+    );
+}
+
+/// Adds the local endpoint of the agent's descriptor `fd` to
+/// `AGENT_ENDPOINTS`. Not inlined: its stack frame is separate from the
+/// data path's.
+#[inline(never)]
+fn remember_agent_endpoint(fd: u32) {
+    let Some(sk) = sock::sock_of_fd(fd) else {
+        return;
+    };
+    let mut key = EndpointKey::default();
+    sock::local_endpoint(sk, &mut key);
+    let _ = AGENT_ENDPOINTS.insert(&key, &1, 0);
 }
 
 #[tracepoint]

@@ -2,12 +2,13 @@
 
 use agent_common::{
     ConnKey, ConnVal, Counter, DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNS, DEFAULT_RING_BYTES,
-    Inflight, KernelOffsets, MAX_CAPTURE_BYTES, MAX_INFLIGHT, MAX_PROCS_SEEN, ProcInfoHeader,
+    EndpointKey, Inflight, KernelOffsets, MAX_CAPTURE_BYTES, MAX_INFLIGHT, MAX_PROCS_SEEN,
+    ProcInfoHeader,
     counters::COUNTER_COUNT,
     record::{DataHeader, MAX_PROC_ENVIRON},
 };
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -25,6 +26,14 @@ pub static CONNS: HashMap<ConnKey, ConnVal> = HashMap::with_max_entries(DEFAULT_
 /// Traced sockets by `struct sock` address, for `inet_sock_set_state`.
 #[map]
 pub static SK_TRACED: HashMap<u64, ConnKey> = HashMap::with_max_entries(DEFAULT_MAX_CONNS, 0);
+
+/// The agent's own endpoints: sockets it connected (the kernel adds them
+/// at `connect`) and its listening sockets (userspace adds them). A
+/// connection whose peer is one of them is the agent talking to itself or
+/// to a local collector: it is ignored before any record is written.
+#[map]
+pub static AGENT_ENDPOINTS: LruHashMap<EndpointKey, u8> =
+    LruHashMap::with_max_entries(agent_common::maps::MAX_AGENT_ENDPOINTS, 0);
 
 /// Syscall arguments between enter and exit, by `pid_tgid`.
 #[map]
@@ -71,10 +80,15 @@ static AGENT_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 static CAPTURE_BYTES: u32 = DEFAULT_CAPTURE_BYTES;
 
-/// Wake the reader only once this many bytes are waiting (0: every record).
-/// Userspace also polls on a short timer, so nothing waits for long.
+/// Wake the reader once per this many records written on one CPU (0: on
+/// every record). Userspace also polls on a short timer, so nothing waits
+/// for long.
 #[unsafe(no_mangle)]
-static WAKEUP_BYTES: u64 = 0;
+static WAKEUP_EVERY: u64 = 0;
+
+/// Records written on this CPU since the last forced wake-up.
+#[map]
+static WAKEUP_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
@@ -106,6 +120,8 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     regs_arg1: 0,
     regs_arg2: 0,
     exit_group_dead: 0,
+    regs_window: agent_common::offsets::NO_REGS_WINDOW,
+    regs_window_slots: 0,
 };
 
 #[inline(always)]
@@ -134,20 +150,29 @@ macro_rules! offset {
 }
 pub(crate) use offset;
 
-/// Ring-buffer flags for one record: wake the reader only when enough data
-/// is waiting (batched wakeups).
+/// Ring-buffer flags for one record: wake the reader once every
+/// `WAKEUP_EVERY` records of this CPU (batched wake-ups). A per-CPU count,
+/// not `bpf_ringbuf_query`: reading the ring's positions, which the reader
+/// keeps writing, cost ~150 ns per record in cache-line transfers.
 #[inline(always)]
 pub fn ring_flags() -> u64 {
     // SAFETY: reading a plain global.
-    let threshold = unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) };
-    if threshold == 0 {
+    let every = unsafe { core::ptr::read_volatile(&raw const WAKEUP_EVERY) };
+    if every == 0 {
         return 0;
     }
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
+    let Some(n) = WAKEUP_COUNT.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU slot; programs do not nest on one CPU.
+    unsafe {
+        *n += 1;
+        if *n >= every {
+            *n = 0;
+            return BPF_RB_FORCE_WAKEUP as u64;
+        }
     }
+    BPF_RB_NO_WAKEUP as u64
 }
 
 #[inline(always)]

@@ -2,7 +2,7 @@
 //! socket's addresses, by reading kernel memory at BTF-derived offsets
 //! ([`agent_common::KernelOffsets`]).
 
-use agent_common::{AF_INET, AF_INET6, ConnOpenRecord};
+use agent_common::{AF_INET, AF_INET6, ConnOpenRecord, EndpointKey};
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 
 use crate::maps::offset;
@@ -50,6 +50,23 @@ pub fn sock_of_fd(fd: u32) -> Option<u64> {
         return None;
     }
     Some(sk)
+}
+
+/// The local endpoint of `sk` (address, port, network namespace).
+#[inline(always)]
+pub fn local_endpoint(sk: u64, key: &mut EndpointKey) {
+    let family: u16 = kread(sk + offset!(sk_family)).unwrap_or(0);
+    key.port = kread(sk + offset!(sk_num)).unwrap_or(0);
+    if family == AF_INET {
+        let l: [u8; 4] = kread(sk + offset!(sk_rcv_saddr)).unwrap_or([0; 4]);
+        key.addr[..4].copy_from_slice(&l);
+    } else {
+        key.addr = kread(sk + offset!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
+    }
+    let net: u64 = kread(sk + offset!(sk_net)).unwrap_or(0);
+    if net != 0 {
+        key.netns = kread(net + offset!(net_ns_inum)).unwrap_or(0);
+    }
 }
 
 /// Fills family, state, ports, addresses and network namespace of `sk`.

@@ -65,6 +65,14 @@ pub struct Flags {
     /// HPACK dynamic-table bytes kept per connection direction (0..=1048576).
     #[arg(long, env = "AGENT_HTTP2_MAX_HEADER_TABLE_BYTES", global = true)]
     pub http2_max_header_table_bytes: Option<usize>,
+    /// Replace literals in exported PostgreSQL query texts by `?`
+    /// (`true`, the default) or export them as sent (`false`).
+    #[arg(long, env = "AGENT_POSTGRES_SANITIZE_QUERIES", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub postgres_sanitize_queries: Option<bool>,
+    /// How long a PostgreSQL statement may run before its span is ended as
+    /// a timeout (e.g. `5m`).
+    #[arg(long, env = "AGENT_POSTGRES_QUERY_TIMEOUT", value_parser = parse_duration, global = true)]
+    pub postgres_query_timeout: Option<Duration>,
     /// Where spans go: `auto` (OTLP when an endpoint is configured, else
     /// stdout), `otlp`, `stdout` or `none`.
     #[arg(long, env = "AGENT_EXPORT", global = true)]
@@ -119,6 +127,26 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpCompression {
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "gzip")]
+    Gzip,
+}
+
+impl OtlpCompression {
+    pub fn parse_env(s: &str) -> Option<Self> {
+        match s.trim() {
+            "none" | "" => Some(Self::None),
+            "gzip" => Some(Self::Gzip),
+            _ => None,
+        }
+    }
+}
+
 impl OtlpProtocol {
     pub fn parse_env(s: &str) -> Option<Self> {
         match s.trim() {
@@ -136,6 +164,7 @@ pub struct FileConfig {
     pub capture: FileCapture,
     pub http: FileHttp,
     pub http2: FileHttp2,
+    pub postgres: FilePostgres,
     pub connections: FileConnections,
     pub export: FileExport,
     pub metrics: FileMetrics,
@@ -148,7 +177,7 @@ pub struct FileCapture {
     pub capture_bytes: Option<u32>,
     pub ring_buffer_bytes: Option<u32>,
     pub max_connections: Option<u32>,
-    pub wakeup_bytes: Option<u64>,
+    pub wakeup_records: Option<u64>,
     #[serde(with = "humantime_opt")]
     pub poll_interval: Option<Duration>,
 }
@@ -169,6 +198,17 @@ pub struct FileHttp {
 pub struct FileHttp2 {
     pub max_streams: Option<usize>,
     pub max_header_table_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilePostgres {
+    pub sanitize_queries: Option<bool>,
+    pub max_query_bytes: Option<usize>,
+    pub max_prepared_statements: Option<usize>,
+    pub max_pending: Option<usize>,
+    #[serde(with = "humantime_opt")]
+    pub query_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,6 +240,7 @@ pub struct FileOtlp {
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(with = "humantime_opt")]
     pub timeout: Option<Duration>,
+    pub compression: Option<OtlpCompression>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +271,7 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub http: HttpConfig,
     pub http2: Http2Config,
+    pub postgres: PostgresConfig,
     pub connections: ConnectionsConfig,
     pub export: ExportConfig,
     /// `None`: no metrics/health endpoint.
@@ -242,7 +284,9 @@ pub struct CaptureConfig {
     pub capture_bytes: u32,
     pub ring_buffer_bytes: u32,
     pub max_connections: u32,
-    pub wakeup_bytes: u64,
+    /// Records one CPU writes between two wake-ups of the reader (0: every
+    /// record); the reader also polls every `poll_interval`.
+    pub wakeup_records: u64,
     #[serde(serialize_with = "humantime_opt::serialize")]
     pub poll_interval: Duration,
 }
@@ -265,6 +309,20 @@ pub struct Http2Config {
     /// HPACK dynamic-table bytes kept per direction (entries beyond are
     /// reported unresolved).
     pub max_header_table_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PostgresConfig {
+    /// Literals in `db.query.text` replaced by `?`.
+    pub sanitize_queries: bool,
+    /// Longest query text kept per statement (bytes).
+    pub max_query_bytes: usize,
+    /// Prepared statements remembered per connection.
+    pub max_prepared_statements: usize,
+    /// Messages awaiting an answer per connection (pipelining).
+    pub max_pending: usize,
+    #[serde(serialize_with = "humantime_opt::serialize")]
+    pub query_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -291,15 +349,30 @@ pub struct ExportConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct OtlpConfig {
     pub protocol: OtlpProtocol,
-    /// Full traces URL, when the agent's own settings give one. `None`
-    /// lets the exporter read the `OTEL_EXPORTER_OTLP_*` variables.
-    pub traces_endpoint: Option<String>,
-    /// Extra headers from the file (the `OTEL_EXPORTER_OTLP_HEADERS`
-    /// variable is read by the exporter itself).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    /// Full traces URL (gRPC: the collector's address; HTTP: ending in
+    /// `/v1/traces` unless given whole).
+    pub traces_endpoint: String,
+    /// Headers of every export request: the file's, then
+    /// `OTEL_EXPORTER_OTLP_HEADERS`, then `OTEL_EXPORTER_OTLP_TRACES_HEADERS`
+    /// (later sources win per key). Values are not printed.
+    #[serde(serialize_with = "redacted_headers")]
     pub headers: BTreeMap<String, String>,
     #[serde(serialize_with = "humantime_opt::serialize")]
     pub timeout: Duration,
+    pub compression: OtlpCompression,
+}
+
+/// `--print-config` shows header names only: values are often secrets.
+fn redacted_headers<S: serde::Serializer>(
+    headers: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut map = s.serialize_map(Some(headers.len()))?;
+    for k in headers.keys() {
+        map.serialize_entry(k, "REDACTED")?;
+    }
+    map.end()
 }
 
 /// Configuration errors name the key and the problem.
@@ -361,6 +434,11 @@ pub struct OtelEnv {
     /// Milliseconds, as the specification defines the variable.
     pub timeout: Option<String>,
     pub traces_timeout: Option<String>,
+    /// `key=value,key=value`, values percent-encoded.
+    pub headers: Option<String>,
+    pub traces_headers: Option<String>,
+    pub compression: Option<String>,
+    pub traces_compression: Option<String>,
 }
 
 impl OtelEnv {
@@ -373,6 +451,10 @@ impl OtelEnv {
             traces_protocol: get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
             timeout: get("OTEL_EXPORTER_OTLP_TIMEOUT"),
             traces_timeout: get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+            headers: get("OTEL_EXPORTER_OTLP_HEADERS"),
+            traces_headers: get("OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
+            compression: get("OTEL_EXPORTER_OTLP_COMPRESSION"),
+            traces_compression: get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"),
         }
     }
 }
@@ -410,7 +492,7 @@ impl Config {
                 .max_connections
                 .or(file.capture.max_connections)
                 .unwrap_or(DEFAULT_MAX_CONNS),
-            wakeup_bytes: file.capture.wakeup_bytes.unwrap_or(256 * 1024),
+            wakeup_records: file.capture.wakeup_records.unwrap_or(1024),
             poll_interval: file
                 .capture
                 .poll_interval
@@ -437,10 +519,14 @@ impl Config {
         if capture.max_connections == 0 {
             return Err(invalid("capture.max_connections", "must be positive"));
         }
-        if capture.wakeup_bytes >= u64::from(capture.ring_buffer_bytes) {
+        // Even with the smallest records (a data header), the ring must hold
+        // what every CPU writes between two wake-ups.
+        let min_record = agent_common::record::DATA_HEADER_SIZE as u64 + 8;
+        if capture.wakeup_records.saturating_mul(min_record) >= u64::from(capture.ring_buffer_bytes)
+        {
             return Err(invalid(
-                "capture.wakeup_bytes",
-                "must be smaller than capture.ring_buffer_bytes",
+                "capture.wakeup_records",
+                "too large for capture.ring_buffer_bytes",
             ));
         }
         if capture.poll_interval.is_zero() || capture.poll_interval > Duration::from_secs(1) {
@@ -495,6 +581,35 @@ impl Config {
             ));
         }
 
+        let postgres = PostgresConfig {
+            sanitize_queries: flags
+                .postgres_sanitize_queries
+                .or(file.postgres.sanitize_queries)
+                .unwrap_or(true),
+            max_query_bytes: file.postgres.max_query_bytes.unwrap_or(4096),
+            max_prepared_statements: file.postgres.max_prepared_statements.unwrap_or(1024),
+            max_pending: file.postgres.max_pending.unwrap_or(1024),
+            query_timeout: flags
+                .postgres_query_timeout
+                .or(file.postgres.query_timeout)
+                .unwrap_or(Duration::from_secs(300)),
+        };
+        if !(64..=1 << 20).contains(&postgres.max_query_bytes) {
+            return Err(invalid("postgres.max_query_bytes", "must be 64..=1048576"));
+        }
+        if !(1..=1 << 20).contains(&postgres.max_prepared_statements) {
+            return Err(invalid(
+                "postgres.max_prepared_statements",
+                "must be 1..=1048576",
+            ));
+        }
+        if !(1..=1 << 16).contains(&postgres.max_pending) {
+            return Err(invalid("postgres.max_pending", "must be 1..=65536"));
+        }
+        if postgres.query_timeout.is_zero() {
+            return Err(invalid("postgres.query_timeout", "must be positive"));
+        }
+
         let connections = ConnectionsConfig {
             max_tracked: file.connections.max_tracked.unwrap_or(65_536),
             idle_timeout: file
@@ -531,6 +646,7 @@ impl Config {
             capture,
             http,
             http2,
+            postgres,
             connections,
             export,
             metrics_address,
@@ -589,30 +705,70 @@ fn resolve_export(
         })?,
         (None, None, None) => file.otlp.protocol.unwrap_or(OtlpProtocol::Grpc),
     };
-    // Where the traces go, in precedence order. `None` with an OTEL
-    // variable set means "let the exporter read the variables".
+    // Where the traces go, in precedence order: flag, the OTEL variables
+    // (the signal-specific one is a full URL), the file, the default.
     let env_has_endpoint = env.traces_endpoint.is_some() || env.endpoint.is_some();
-    let traces_endpoint = if let Some(base) = &flags.otlp_endpoint {
-        Some(signal_url(base, protocol))
-    } else if env_has_endpoint {
-        None
+    let (endpoint_key, traces_endpoint) = if let Some(base) = &flags.otlp_endpoint {
+        ("--otlp-endpoint", Some(signal_url(base, protocol)))
+    } else if let Some(url) = &env.traces_endpoint {
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            Some(url.trim().to_string()),
+        )
+    } else if let Some(base) = &env.endpoint {
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            Some(signal_url(base.trim(), protocol)),
+        )
     } else if let Some(url) = &file.otlp.traces_endpoint {
-        Some(url.clone())
+        ("export.otlp.traces_endpoint", Some(url.clone()))
     } else {
-        file.otlp
-            .endpoint
-            .as_deref()
-            .map(|b| signal_url(b, protocol))
+        (
+            "export.otlp.endpoint",
+            file.otlp
+                .endpoint
+                .as_deref()
+                .map(|b| signal_url(b, protocol)),
+        )
     };
     if let Some(url) = &traces_endpoint
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
         return Err(invalid(
-            "export.otlp.endpoint",
+            endpoint_key,
             format!("{url:?} must start with http:// or https://"),
         ));
     }
-    let have_endpoint = traces_endpoint.is_some() || env_has_endpoint;
+    let have_endpoint = traces_endpoint.is_some();
+    let traces_endpoint = traces_endpoint.unwrap_or_else(|| match protocol {
+        OtlpProtocol::Grpc => "http://localhost:4317".to_string(),
+        OtlpProtocol::HttpProtobuf => "http://localhost:4318/v1/traces".to_string(),
+    });
+    debug_assert!(have_endpoint || !env_has_endpoint);
+    let mut headers = file.otlp.headers.unwrap_or_default();
+    for (key, value) in [
+        ("OTEL_EXPORTER_OTLP_HEADERS", &env.headers),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &env.traces_headers),
+    ] {
+        if let Some(v) = value {
+            headers.extend(parse_headers(v).map_err(|problem| invalid(key, problem))?);
+        }
+    }
+    let compression = match (&env.traces_compression, &env.compression) {
+        (Some(c), _) => OtlpCompression::parse_env(c).ok_or_else(|| {
+            invalid(
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                format!("{c:?}: supported are gzip and none"),
+            )
+        })?,
+        (None, Some(c)) => OtlpCompression::parse_env(c).ok_or_else(|| {
+            invalid(
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+                format!("{c:?}: supported are gzip and none"),
+            )
+        })?,
+        (None, None) => file.otlp.compression.unwrap_or_default(),
+    };
     let mode = match flags.export.or(file.mode).unwrap_or(ExportMode::Auto) {
         ExportMode::Auto if have_endpoint => ExportMode::Otlp,
         ExportMode::Auto => ExportMode::Stdout,
@@ -626,8 +782,9 @@ fn resolve_export(
         otlp: OtlpConfig {
             protocol,
             traces_endpoint,
-            headers: file.otlp.headers.unwrap_or_default(),
+            headers,
             timeout: otlp_timeout(env, file.otlp.timeout)?,
+            compression,
         },
     };
     if export.queue_size == 0 {
@@ -664,6 +821,46 @@ fn otlp_timeout(env: &OtelEnv, file: Option<Duration>) -> Result<Duration, Confi
         }
     }
     Ok(file.unwrap_or(Duration::from_secs(10)))
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value` pairs separated by commas,
+/// values percent-decoded (W3C Baggage-like format of the specification).
+fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(format!("{item:?} is not key=value"));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("{item:?} has an empty key"));
+        }
+        out.push((k.to_ascii_lowercase(), percent_decode(v.trim())));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 /// The traces URL for a base OTLP endpoint (as `OTEL_EXPORTER_OTLP_ENDPOINT`
@@ -717,13 +914,35 @@ mod tests {
         let c = resolve(Flags::default(), yaml, env).unwrap();
         assert_eq!(c.export.mode, ExportMode::Otlp);
         assert_eq!(c.export.otlp.protocol, OtlpProtocol::HttpProtobuf);
-        assert_eq!(c.export.otlp.traces_endpoint, None, "env wins over file");
+        assert_eq!(
+            c.export.otlp.traces_endpoint, "http://collector:4318/v1/traces",
+            "env wins over file"
+        );
 
         let c = resolve(Flags::default(), yaml, OtelEnv::default()).unwrap();
+        assert_eq!(c.export.otlp.traces_endpoint, "http://file:4317");
+
+        let env = OtelEnv {
+            endpoint: Some("http://collector:4318".into()),
+            traces_endpoint: Some("http://traces:9999/custom".into()),
+            protocol: Some("http/protobuf".into()),
+            headers: Some("api-key=secret%20one, X-Tenant = a".into()),
+            traces_headers: Some("x-tenant=b".into()),
+            compression: Some("gzip".into()),
+            ..Default::default()
+        };
+        let c = resolve(Flags::default(), "", env).unwrap();
+        assert_eq!(c.export.otlp.traces_endpoint, "http://traces:9999/custom");
+        assert_eq!(c.export.otlp.headers["api-key"], "secret one");
         assert_eq!(
-            c.export.otlp.traces_endpoint.as_deref(),
-            Some("http://file:4317")
+            c.export.otlp.headers["x-tenant"], "b",
+            "traces-specific wins"
         );
+        assert_eq!(c.export.otlp.compression, OtlpCompression::Gzip);
+
+        let c = resolve(Flags::default(), "", OtelEnv::default()).unwrap();
+        assert_eq!(c.export.mode, ExportMode::Stdout);
+        assert_eq!(c.export.otlp.traces_endpoint, "http://localhost:4317");
 
         let flags = Flags {
             otlp_endpoint: Some("http://flag:4318/".into()),
@@ -731,9 +950,16 @@ mod tests {
             ..Default::default()
         };
         let c = resolve(flags, "", OtelEnv::default()).unwrap();
-        assert_eq!(
-            c.export.otlp.traces_endpoint.as_deref(),
-            Some("http://flag:4318/v1/traces")
+        assert_eq!(c.export.otlp.traces_endpoint, "http://flag:4318/v1/traces");
+
+        let env = OtelEnv {
+            headers: Some("novalue".into()),
+            ..Default::default()
+        };
+        let e = resolve(Flags::default(), "", env).unwrap_err();
+        assert!(
+            e.to_string().starts_with("OTEL_EXPORTER_OTLP_HEADERS:"),
+            "{e}"
         );
     }
 
@@ -770,6 +996,41 @@ mod tests {
         assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{e}");
         let e = parse_file("http:\n  request_timeout: soon\n").unwrap_err();
         assert!(e.starts_with("http.request_timeout:"), "{e}");
+    }
+
+    #[test]
+    fn postgres_keys() {
+        let c = resolve(Flags::default(), "", OtelEnv::default()).unwrap();
+        assert!(c.postgres.sanitize_queries);
+        assert_eq!(c.postgres.query_timeout, Duration::from_secs(300));
+        let yaml =
+            "postgres:\n  sanitize_queries: false\n  max_query_bytes: 1024\n  query_timeout: 1m\n";
+        let c = resolve(Flags::default(), yaml, OtelEnv::default()).unwrap();
+        assert!(!c.postgres.sanitize_queries);
+        assert_eq!(c.postgres.max_query_bytes, 1024);
+        assert_eq!(c.postgres.query_timeout, Duration::from_secs(60));
+        let flags = Flags {
+            postgres_sanitize_queries: Some(true),
+            ..Default::default()
+        };
+        assert!(
+            resolve(flags, yaml, OtelEnv::default())
+                .unwrap()
+                .postgres
+                .sanitize_queries
+        );
+        let e = resolve(
+            Flags::default(),
+            "postgres:\n  max_query_bytes: 1\n",
+            OtelEnv::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("postgres.max_query_bytes:"),
+            "{e}"
+        );
+        let e = parse_file("postgres:\n  sanitize_queries: maybe\n").unwrap_err();
+        assert!(e.starts_with("postgres.sanitize_queries:"), "{e}");
     }
 
     #[test]

@@ -29,6 +29,10 @@ use crate::{
 /// How often the kernel connection map is swept for exited processes.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// Connections remembered as ignored (their in-flight records are then
+/// discarded, not counted as lost); cleared when full.
+const MAX_RECENTLY_IGNORED: usize = 4096;
+
 /// How often the monotonic→wall clock offset is re-sampled.
 const CLOCK_REFRESH: Duration = Duration::from_secs(10);
 
@@ -46,6 +50,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     last_sweep_ns: u64,
     clock_refreshed_ns: u64,
+    /// (tgid, sk) of connections the kernel was told to ignore.
+    recently_ignored: std::collections::HashSet<(u32, u64)>,
 }
 
 impl Pipeline {
@@ -70,6 +76,7 @@ impl Pipeline {
             metrics,
             last_sweep_ns: monotonic_ns(),
             clock_refreshed_ns: monotonic_ns(),
+            recently_ignored: std::collections::HashSet::new(),
         }
     }
 
@@ -161,7 +168,11 @@ impl Pipeline {
 
     fn on_data(&mut self, d: &DataEvent<'_>) {
         let Some(conn) = self.conns.get_mut(d.tgid, d.sk) else {
-            self.metrics.lost(UserLoss::UnknownConnection);
+            if self.recently_ignored.contains(&(d.tgid, d.sk)) {
+                self.metrics.records_of_ignored.inc();
+            } else {
+                self.metrics.lost(UserLoss::UnknownConnection);
+            }
             return;
         };
         conn.last_ns = d.ts_exit_ns;
@@ -189,6 +200,7 @@ impl Pipeline {
             direction: d.direction,
             payload: d.payload,
             uncaptured: d.uncaptured(),
+            tail: d.tail,
             times: EventTimes {
                 enter_ns: d.ts_enter_ns,
                 exit_ns: d.ts_exit_ns,
@@ -260,6 +272,7 @@ impl Pipeline {
     }
 
     fn on_close(&mut self, c: &ConnClose) {
+        self.recently_ignored.remove(&(c.tgid, c.sk));
         if let Some(conn) = self.conns.remove(c.tgid, c.sk) {
             self.finish_conn(conn, c.ts_ns);
         }
@@ -269,6 +282,7 @@ impl Pipeline {
     }
 
     fn on_exit(&mut self, p: &ProcExit) {
+        self.recently_ignored.retain(|&(tgid, _)| tgid != p.tgid);
         for (_, conn) in self.conns.remove_process(p.tgid) {
             self.finish_conn(conn, p.ts_ns);
         }
@@ -345,6 +359,10 @@ impl Pipeline {
     }
 
     fn ignore_in_kernel(&mut self, tgid: u32, fd: i32, sk: u64, reason: &str) {
+        if self.recently_ignored.len() >= MAX_RECENTLY_IGNORED {
+            self.recently_ignored.clear();
+        }
+        self.recently_ignored.insert((tgid, sk));
         self.metrics
             .connections_ignored
             .with_label_values(&[reason])

@@ -113,6 +113,7 @@ impl Harness {
             ts_exit_ns: exit_ns,
             total_len: payload.len() as u64,
             payload,
+            tail: &[],
         }));
     }
 
@@ -719,10 +720,12 @@ fn agent_own_sockets_are_ignored() {
     );
     assert_eq!(h.metric("agent_connections_opened_total"), 0);
     assert_eq!(h.metric("agent_connections_tracked"), 0);
+    // The records already in flight are discarded on purpose, not lost.
     assert_eq!(
         h.metric("agent_events_lost_total{reason=\"unknown_connection\"}"),
-        2
+        0
     );
+    assert_eq!(h.metric("agent_ignored_connection_records_total"), 2);
 }
 
 /// An HTTP/2 frame (for the h2c tests).

@@ -57,11 +57,13 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
 
+    let mut listening = None;
     if let Some(addr) = cfg.metrics_address {
         let (bound, serve) = crate::telemetry::server::bind(addr, metrics.clone(), health.clone())
             .await
             .map_err(|source| RunError::MetricsBind { addr, source })?;
         tracing::info!("serving /metrics, /healthz and /readyz on http://{bound}");
+        listening = Some(bound);
         tokio::spawn(async move {
             if let Err(e) = serve.await {
                 tracing::error!("metrics endpoint stopped: {e}");
@@ -76,11 +78,14 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         capture_bytes: cfg.capture.capture_bytes,
         ring_bytes: cfg.capture.ring_buffer_bytes,
         max_connections: cfg.capture.max_connections,
-        wakeup_bytes: cfg.capture.wakeup_bytes,
+        wakeup_records: cfg.capture.wakeup_records,
     };
     let mut capture = tokio::task::spawn_blocking(move || Capture::load(&load))
         .await
         .map_err(|_| RunError::LoadTask)??;
+    if let Some(bound) = listening {
+        capture.add_own_listener(bound)?;
+    }
     let ring = capture.take_ring()?;
     metrics.set_kernel_counters(capture.take_counters()?);
     let kernel_conns = capture.take_conns()?;
@@ -154,12 +159,7 @@ fn build_sink(cfg: &Config) -> Result<(Sink, String), RunError> {
                 crate::config::OtlpProtocol::Grpc => "grpc",
                 crate::config::OtlpProtocol::HttpProtobuf => "http/protobuf",
             };
-            let endpoint = cfg
-                .export
-                .otlp
-                .traces_endpoint
-                .clone()
-                .unwrap_or_else(|| "the OTEL_EXPORTER_OTLP_* endpoint".to_string());
+            let endpoint = cfg.export.otlp.traces_endpoint.clone();
             (
                 Sink::Otlp(Box::new(sink)),
                 format!("OTLP {protocol} {endpoint}"),

@@ -14,6 +14,8 @@
 //!   and [`agent::require_bpf`].
 //! - [`prom`] — Prometheus text parsing and the agent's metric names (one place).
 //! - [`servers`] — nginx, Python and Rust HTTP servers on free loopback ports.
+//! - [`postgres`] — a private PostgreSQL server, psql, pgbench and the
+//!   tokio-postgres client binary.
 //! - [`client`] — curl, the Rust client binary, raw sockets, malformed inputs.
 //! - [`grpc`] — gRPC echo servers and clients on tonic and grpcio.
 //! - [`semconv`] — the span contract as reusable checks.
@@ -23,6 +25,7 @@ pub mod agent;
 pub mod client;
 pub mod grpc;
 pub mod otlp;
+pub mod postgres;
 pub mod procs;
 pub mod prom;
 pub mod semconv;

@@ -244,6 +244,9 @@ impl ReceivedSpan {
     pub fn attr_int(&self, key: &str) -> Option<i64> {
         self.attrs.get(key).and_then(Value::as_int)
     }
+    pub fn attr_bool(&self, key: &str) -> Option<bool> {
+        self.attr(key).and_then(Value::as_bool)
+    }
     pub fn resource(&self, key: &str) -> Option<&Value> {
         self.resource_attrs.get(key)
     }

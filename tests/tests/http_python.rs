@@ -35,7 +35,8 @@ fn rust_client_to_python_keepalive_over_http_protobuf() {
     let mut agent = AgentProcess::start(
         AgentOptions::new()
             .otlp(&rx, Protocol::HttpProtobuf)
-            .env("OTEL_EXPORTER_OTLP_HEADERS", "x-agent-tests=python-http"),
+            .env("OTEL_EXPORTER_OTLP_HEADERS", "x-agent-tests=python-http")
+            .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
     );
 
     // 20 requests: GET /items/<i>, a POST with a body at #5, a query at #10.
@@ -122,6 +123,16 @@ fn rust_client_to_python_keepalive_over_http_protobuf() {
         {
             problems.push(format!(
                 "export request to {} lacks header x-agent-tests=python-http: {:?}",
+                r.path, r.headers
+            ));
+        }
+        // OTEL_EXPORTER_OTLP_COMPRESSION=gzip compresses every body.
+        if !r
+            .headers
+            .contains(&("content-encoding".to_string(), "gzip".to_string()))
+        {
+            problems.push(format!(
+                "export request to {} is not gzip-compressed: {:?}",
                 r.path, r.headers
             ));
         }

@@ -21,7 +21,11 @@ fn curl_to_rust_server() {
     let bins = test_bins!();
     let srv = RustHttpServer::start(&bins.rust_http_server);
     let rx = OtlpReceiver::start();
-    let mut agent = AgentProcess::start(AgentOptions::new().otlp(&rx, Protocol::Grpc));
+    let mut agent = AgentProcess::start(
+        AgentOptions::new()
+            .otlp(&rx, Protocol::Grpc)
+            .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+    );
 
     let reqs = [
         Req::new("GET", "/", 200),
@@ -110,6 +114,16 @@ fn curl_to_rust_server() {
         SPAN_WAIT,
     );
     std::thread::sleep(SETTLE);
+    // OTEL_EXPORTER_OTLP_COMPRESSION=gzip: every gRPC message compressed.
+    for r in rx.requests() {
+        assert!(
+            r.headers
+                .contains(&("grpc-encoding".to_string(), "gzip".to_string())),
+            "export request to {} is not gzip-compressed: {:?}",
+            r.path,
+            r.headers
+        );
+    }
     let all = rx.spans();
     let servers = spans_of(&all, SpanKind::Server, &[srv.pid]);
     let clients = spans_of(&all, SpanKind::Client, &[out.pid]);

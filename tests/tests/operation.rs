@@ -129,16 +129,12 @@ fn detaches_within_a_second(signal: i32) {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// One test for both signals, one after the other: two agents detaching at
+/// once would share the kernel's grace periods and measure each other.
 #[test]
-fn sigterm_detaches_within_a_second() {
+fn sigterm_and_sigint_detach_within_a_second() {
     if require_bpf() {
         detaches_within_a_second(libc::SIGTERM);
-    }
-}
-
-#[test]
-fn sigint_detaches_within_a_second() {
-    if require_bpf() {
         detaches_within_a_second(libc::SIGINT);
     }
 }

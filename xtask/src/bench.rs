@@ -1,5 +1,7 @@
 //! Benchmarks with and without the agent, interleaved in one run.
 //!
+//! `cargo xtask bench postgres`: see `bench_postgres.rs`.
+//!
 //! `cargo xtask bench http`: nginx answering a fixed small response, driven
 //! by wrk at maximum rate on loopback. Each round runs "bare" and "agent"
 //! back to back (the order alternates between rounds), the agent exporting
@@ -42,6 +44,30 @@ pub enum Which {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// A private PostgreSQL + pgbench -S (select-only) at maximum rate.
+    Postgres {
+        /// Interleaved rounds (each runs bare and with the agent).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Seconds of load per run.
+        #[arg(long, default_value_t = 10)]
+        duration: u32,
+        /// pgbench clients (connections).
+        #[arg(long, default_value_t = 8)]
+        clients: u32,
+        /// pgbench threads.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// pgbench query mode: simple, extended or prepared.
+        #[arg(long, default_value = "simple")]
+        mode: String,
+        /// pgbench scale factor of the initialized tables.
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+        /// Where to write the markdown report.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// tonic echo server + tonic load client, unary gRPC over HTTP/2
     /// cleartext, fixed concurrency at maximum rate.
     Grpc {
@@ -80,6 +106,31 @@ pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
             eprintln!("report written to {}", out.display());
             Ok(())
         }
+        Which::Postgres {
+            rounds,
+            duration,
+            clients,
+            threads,
+            mode,
+            scale,
+            output,
+        } => {
+            let sink = build_sink(root)?;
+            let settings = crate::bench_postgres::Settings {
+                rounds,
+                duration,
+                clients,
+                threads,
+                mode,
+                scale,
+            };
+            let report = crate::bench_postgres::run(agent, &sink, &settings)?;
+            println!("{report}");
+            let out = output.unwrap_or_else(|| root.join("target/bench-postgres.md"));
+            fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("report written to {}", out.display());
+            Ok(())
+        }
         Which::Grpc {
             rounds,
             duration,
@@ -88,14 +139,13 @@ pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
             output,
         } => {
             let sink = build_sink(root)?;
-            let echo = build_test_bin(root, "grpc_echo")?;
-            let load = GrpcLoad {
-                echo,
+            let load = crate::bench_grpc::GrpcLoad {
+                echo: build_test_bin(root, "grpc_echo")?,
                 concurrency,
                 connections,
                 duration,
             };
-            let report = grpc(agent, &sink, &load, rounds)?;
+            let report = crate::bench_grpc::run(agent, &sink, &load, rounds)?;
             println!("{report}");
             let out = output.unwrap_or_else(|| root.join("target/bench-grpc.md"));
             fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
@@ -122,19 +172,19 @@ fn build_test_bin(root: &Path, name: &str) -> Result<PathBuf> {
     Ok(root.join("target/release").join(name))
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A child process killed (SIGINT, then SIGKILL) on drop.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Proc {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.0.id()
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         // SAFETY: kill with a valid pid and signal.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -173,7 +223,8 @@ fn start_nginx(dir: &Path) -> Result<Nginx> {
          http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
            client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
            uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-           server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello\\n\"; }} }}\n}}\n",
+           server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello\\n\"; }}\n\
+             location = /nginx_status {{ stub_status; }} }}\n}}\n",
         d = dir.display()
     );
     let path = dir.join("nginx.conf");
@@ -194,7 +245,23 @@ fn start_nginx(dir: &Path) -> Result<Nginx> {
     })
 }
 
-fn wait_port(port: u16) -> Result<()> {
+/// nginx's own count of requests served (stub_status), which includes the
+/// status request itself.
+fn nginx_requests(port: u16) -> Result<u64> {
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port}/nginx_status")])
+        .output()
+        .context("running curl")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "server accepts handled requests\n 1 1 1"
+    text.lines()
+        .skip_while(|l| !l.starts_with("server accepts"))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .with_context(|| format!("cannot parse nginx stub_status:\n{text}"))
+}
+
+pub(crate) fn wait_port(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -206,7 +273,6 @@ fn wait_port(port: u16) -> Result<()> {
 }
 
 struct WrkResult {
-    requests: u64,
     rps: f64,
     p99_ms: f64,
 }
@@ -236,7 +302,6 @@ fn run_wrk(port: u16, threads: u32, connections: u32, duration: u32) -> Result<W
         .output()
         .context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut requests = None;
     let mut rps = None;
     let mut p99 = None;
     for line in text.lines() {
@@ -245,22 +310,16 @@ fn run_wrk(port: u16, threads: u32, connections: u32, duration: u32) -> Result<W
             p99 = parse_latency_ms(rest);
         } else if let Some(rest) = t.strip_prefix("Requests/sec:") {
             rps = rest.trim().parse().ok();
-        } else if t.contains(" requests in ") {
-            requests = t.split_whitespace().next().and_then(|n| n.parse().ok());
         }
     }
-    match (requests, rps, p99) {
-        (Some(requests), Some(rps), Some(p99_ms)) => Ok(WrkResult {
-            requests,
-            rps,
-            p99_ms,
-        }),
+    match (rps, p99) {
+        (Some(rps), Some(p99_ms)) => Ok(WrkResult { rps, p99_ms }),
         _ => bail!("cannot parse wrk output:\n{text}"),
     }
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = &stat[stat.rfind(')').context("stat")? + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -271,7 +330,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks / hz)
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
+pub(crate) fn status_kib(pid: u32, field: &str) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -283,7 +342,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// Counts of spans per (service, kind) written by the sink.
-fn read_counts(file: &Path) -> HashMap<(String, String), u64> {
+pub(crate) fn read_counts(file: &Path) -> HashMap<(String, String), u64> {
     let mut map = HashMap::new();
     if let Ok(text) = fs::read_to_string(file) {
         for line in text.lines() {
@@ -298,7 +357,7 @@ fn read_counts(file: &Path) -> HashMap<(String, String), u64> {
     map
 }
 
-fn metric_sum(metrics: &str, name: &str, label: Option<&str>) -> f64 {
+pub(crate) fn metric_sum(metrics: &str, name: &str, label: Option<&str>) -> f64 {
     metrics
         .lines()
         .filter(|l| !l.starts_with('#') && l.starts_with(name))
@@ -308,17 +367,19 @@ fn metric_sum(metrics: &str, name: &str, label: Option<&str>) -> f64 {
 }
 
 /// What the agent did during one loaded run.
-struct AgentStats {
-    cpu_s: f64,
-    peak_rss_kib: u64,
-    lost: f64,
-    dropped: f64,
+pub(crate) struct AgentStats {
+    pub cpu_s: f64,
+    pub peak_rss_kib: u64,
+    /// Losses, truncated payloads excluded (counted in `truncated`).
+    pub lost: f64,
+    pub truncated: f64,
+    pub dropped: f64,
     /// Spans per (service, kind) the sink counted.
-    counts: HashMap<(String, String), u64>,
+    pub counts: HashMap<(String, String), u64>,
 }
 
 impl AgentStats {
-    fn spans(&self, service: &str, kind: &str) -> u64 {
+    pub fn spans(&self, service: &str, kind: &str) -> u64 {
         self.counts
             .get(&(service.to_string(), kind.to_string()))
             .copied()
@@ -328,7 +389,7 @@ impl AgentStats {
 
 /// Runs `load` with the agent exporting over OTLP/gRPC to a counting sink,
 /// then waits for the spans to settle.
-fn with_agent<T>(
+pub(crate) fn with_agent<T>(
     agent: &Path,
     sink_bin: &Path,
     dir: &Path,
@@ -403,12 +464,18 @@ fn with_agent<T>(
         .unwrap_or_default();
     let peak_rss_kib = status_kib(pid, "VmHWM:");
     agent_proc.stop();
+    let truncated = metric_sum(
+        &metrics,
+        "agent_events_lost_total",
+        Some("payload_truncated"),
+    );
     Ok((
         result,
         AgentStats {
             cpu_s: cpu1 - cpu0,
             peak_rss_kib,
-            lost: metric_sum(&metrics, "agent_events_lost_total", None),
+            lost: metric_sum(&metrics, "agent_events_lost_total", None) - truncated,
+            truncated,
             dropped: metric_sum(&metrics, "agent_spans_dropped_total", None),
             counts: read_counts(&counts),
         },
@@ -417,6 +484,9 @@ fn with_agent<T>(
 
 struct AgentRun {
     wrk: WrkResult,
+    /// Requests nginx served during the run (stub_status), the reference
+    /// of the capture ratio.
+    served: u64,
     cpu_s: f64,
     peak_rss_kib: u64,
     lost: f64,
@@ -434,21 +504,107 @@ fn run_with_agent(
     connections: u32,
     duration: u32,
 ) -> Result<AgentRun> {
-    let (wrk, stats) = with_agent(agent, sink_bin, dir, || {
-        run_wrk(nginx.port, threads, connections, duration)
-    })?;
+    let sink_port = free_port()?;
+    let counts = dir.join("counts.txt");
+    let _ = fs::remove_file(&counts);
+    let _sink = Proc(
+        Command::new(sink_bin)
+            .arg(format!("127.0.0.1:{sink_port}"))
+            .arg(&counts)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the OTLP sink")?,
+    );
+    wait_port(sink_port)?;
+    let metrics_port = free_port()?;
+    let stderr_path = dir.join("agent.stderr");
+    let mut agent_proc = Proc(
+        Command::new(agent)
+            .args([
+                "--export",
+                "otlp",
+                "--otlp-protocol",
+                "grpc",
+                "--otlp-endpoint",
+                &format!("http://127.0.0.1:{sink_port}"),
+                "--metrics-address",
+                &format!("127.0.0.1:{metrics_port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr_path)?)
+            .spawn()
+            .context("starting the agent")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if fs::read_to_string(&stderr_path)?.contains("agent ready") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "agent not ready after 30 s:\n{}",
+                fs::read_to_string(&stderr_path)?
+            );
+        }
+        sleep(Duration::from_millis(100));
+    }
+    let pid = agent_proc.pid();
+    let served0 = nginx_requests(nginx.port)?;
+    let cpu0 = cpu_seconds(pid)?;
+    let wrk = run_wrk(nginx.port, threads, connections, duration)?;
+    let cpu1 = cpu_seconds(pid)?;
+    // Requests nginx served in between: both status requests excluded.
+    let served = nginx_requests(nginx.port)?.saturating_sub(served0 + 1);
+    // Let the last spans be exported: wait until the counts stop moving.
+    let mut last = 0;
+    let mut stable_since = Instant::now();
+    let settle_deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < settle_deadline {
+        let total: u64 = read_counts(&counts).values().sum();
+        if total != last {
+            last = total;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        sleep(Duration::from_millis(200));
+    }
+    let metrics = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{metrics_port}/metrics")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let peak_rss_kib = status_kib(pid, "VmHWM:");
+    agent_proc.stop();
+    let c = read_counts(&counts);
     Ok(AgentRun {
         wrk,
-        cpu_s: stats.cpu_s,
-        peak_rss_kib: stats.peak_rss_kib,
-        lost: stats.lost,
-        server_spans: stats.spans("nginx", "server"),
-        client_spans: stats.spans("wrk", "client"),
-        dropped: stats.dropped,
+        served,
+        cpu_s: cpu1 - cpu0,
+        peak_rss_kib,
+        // Truncated payloads are counted as losses too, but the bench's own
+        // /metrics scrape is the only truncated traffic here.
+        lost: metric_sum(&metrics, "agent_events_lost_total", None)
+            - metric_sum(
+                &metrics,
+                "agent_events_lost_total",
+                Some("payload_truncated"),
+            ),
+        // The two status requests are nginx server spans too.
+        server_spans: c
+            .get(&("nginx".to_string(), "server".to_string()))
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(2),
+        client_spans: c
+            .get(&("wrk".to_string(), "client".to_string()))
+            .copied()
+            .unwrap_or(0),
+        dropped: metric_sum(&metrics, "agent_spans_dropped_total", None),
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         return f64::NAN;
@@ -501,8 +657,8 @@ fn http(
         // Share of one core per 10k req/s.
         let core_share = with.cpu_s / f64::from(duration);
         let per_10k = core_share / (with.wrk.rps / 10_000.0) * 100.0;
-        let cap = with.server_spans as f64 / with.wrk.requests as f64;
-        let ccap = with.client_spans as f64 / with.wrk.requests as f64;
+        let cap = with.server_spans as f64 / with.served as f64;
+        let ccap = with.client_spans as f64 / with.served as f64;
         rows.push(format!(
             "| {} | {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.2} | {:.3} | {:.2} | {:.1} | {} | {} | {:.4} | {:.4} |",
             round + 1,
@@ -538,8 +694,8 @@ fn http(
     ));
     report.push_str(
         "| round | order | bare req/s | agent req/s | ratio | bare p99 ms | agent p99 ms | p99 ratio \
-         | agent CPU % core per 10k req/s | agent peak RSS MiB | events lost | spans dropped \
-         | capture (nginx server spans ÷ requests) | capture (wrk client spans ÷ requests) |\n",
+         | agent CPU % core per 10k req/s | agent peak RSS MiB | events lost (not counting truncations) | spans dropped \
+         | capture (nginx server spans ÷ requests nginx served) | capture (wrk client spans ÷ requests nginx served) |\n",
     );
     report.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
@@ -554,158 +710,6 @@ fn http(
         median(cpu_per_10k),
         median(capture),
         median(client_capture),
-        rss_max as f64 / 1024.0,
-        lost_total,
-        dropped_total,
-    ));
-    Ok(report)
-}
-
-/// The gRPC load: `grpc_echo load` against a `grpc_echo server`.
-#[derive(Clone)]
-struct GrpcLoad {
-    echo: PathBuf,
-    concurrency: u32,
-    connections: u32,
-    duration: u32,
-}
-
-struct GrpcResult {
-    calls: u64,
-    errors: u64,
-    rate: f64,
-}
-
-impl GrpcLoad {
-    fn run(&self, port: u16) -> Result<GrpcResult> {
-        let out = Command::new(&self.echo)
-            .args([
-                "load",
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--concurrency",
-                &self.concurrency.to_string(),
-                "--connections",
-                &self.connections.to_string(),
-                "--seconds",
-                &self.duration.to_string(),
-            ])
-            .output()
-            .context("running grpc_echo load")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find_map(|l| l.strip_prefix("LOAD "))
-            .with_context(|| format!("no LOAD line in:\n{text}"))?;
-        let v: Vec<f64> = line
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        let [calls, errors, secs] = v[..] else {
-            bail!("cannot parse {line:?}");
-        };
-        Ok(GrpcResult {
-            calls: calls as u64,
-            errors: errors as u64,
-            rate: calls / secs,
-        })
-    }
-}
-
-fn grpc(agent: &Path, sink: &Path, load: &GrpcLoad, rounds: u32) -> Result<String> {
-    let dir = std::env::temp_dir().join(format!("agent-bench-grpc-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir)?;
-    let mut server = Command::new(&load.echo)
-        .arg("server")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting grpc_echo server")?;
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().context("server stdout")?),
-        &mut first,
-    )?;
-    let _server = Proc(server);
-    let port: u16 = first
-        .strip_prefix("LISTENING ")
-        .and_then(|p| p.trim().parse().ok())
-        .with_context(|| format!("grpc_echo server said {first:?}"))?;
-    // Warm up.
-    GrpcLoad {
-        duration: 2,
-        ..load.clone()
-    }
-    .run(port)?;
-
-    let mut rows = Vec::new();
-    let (mut tput, mut capture, mut client_capture, mut cpu) = (vec![], vec![], vec![], vec![]);
-    let (mut rss_max, mut lost_total, mut dropped_total) = (0u64, 0.0, 0.0);
-    for round in 0..rounds {
-        let agent_first = round % 2 == 1;
-        let measured = || with_agent(agent, sink, &dir, || load.run(port));
-        let (bare, (with, stats)) = if agent_first {
-            let w = measured()?;
-            (load.run(port)?, w)
-        } else {
-            let b = load.run(port)?;
-            (b, measured()?)
-        };
-        let ratio = with.rate / bare.rate;
-        let per_10k = stats.cpu_s / f64::from(load.duration) / (with.rate / 10_000.0) * 100.0;
-        let cap = stats.spans("grpc_echo", "server") as f64 / with.calls as f64;
-        let ccap = stats.spans("grpc_echo", "client") as f64 / with.calls as f64;
-        rows.push(format!(
-            "| {} | {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.1} | {} | {} | {} | {:.4} | {:.4} |",
-            round + 1,
-            if agent_first {
-                "agent, bare"
-            } else {
-                "bare, agent"
-            },
-            bare.rate,
-            with.rate,
-            ratio,
-            per_10k,
-            stats.peak_rss_kib as f64 / 1024.0,
-            stats.lost,
-            stats.dropped,
-            bare.errors + with.errors,
-            cap,
-            ccap,
-        ));
-        eprintln!("{}", rows.last().expect("pushed"));
-        tput.push(ratio);
-        capture.push(cap);
-        client_capture.push(ccap);
-        cpu.push(per_10k);
-        rss_max = rss_max.max(stats.peak_rss_kib);
-        lost_total += stats.lost;
-        dropped_total += stats.dropped;
-    }
-    let _ = fs::remove_dir_all(&dir);
-    let mut report = format!(
-        "### gRPC: tonic unary echo, `grpc_echo load` with {} calls in flight on {} HTTP/2 connection(s), {}s per run, {rounds} interleaved rounds\n\n",
-        load.concurrency, load.connections, load.duration
-    );
-    report.push_str(
-        "| round | order | bare calls/s | agent calls/s | ratio | agent CPU % core per 10k calls/s \
-         | agent peak RSS MiB | events lost | spans dropped | call errors \
-         | capture (server spans ÷ calls) | capture (client spans ÷ calls) |\n",
-    );
-    report.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for r in &rows {
-        report.push_str(r);
-        report.push('\n');
-    }
-    report.push_str(&format!(
-        "\n**Medians**: throughput ratio {:.3}, capture ratio {:.4} (server) / {:.4} (client), \
-         agent CPU {:.2} % of a core per 10k calls/s; peak RSS {:.1} MiB; events lost {}; spans dropped {}.\n",
-        median(tput),
-        median(capture),
-        median(client_capture),
-        median(cpu),
         rss_max as f64 / 1024.0,
         lost_total,
         dropped_total,

@@ -19,6 +19,8 @@ const APT_PACKAGES: &[&str] = &[
     "nghttp2-client",
     "python3",
     "python3-venv",
+    // PostgreSQL 15 server, psql and pgbench (the tests run private servers).
+    "postgresql",
 ];
 
 /// PyPI packages for the gRPC tests, installed into a venv at
@@ -109,6 +111,12 @@ fn apt_packages() -> Result<()> {
     if missing.contains(&"nginx-light") {
         let _ = quiet(Command::new("systemctl").args(["stop", "nginx"]));
         let _ = quiet(Command::new("service").args(["nginx", "stop"]));
+    }
+    // Likewise the cluster the postgresql package creates and starts on
+    // 5432: the tests initdb their own.
+    if missing.contains(&"postgresql") {
+        let _ = quiet(Command::new("systemctl").args(["stop", "postgresql"]));
+        let _ = quiet(Command::new("service").args(["postgresql", "stop"]));
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use agent_common::{KernelOffsets, MAX_CAPTURE_BYTES};
+use agent_common::{EndpointKey, KernelOffsets, MAX_CAPTURE_BYTES};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
@@ -50,8 +50,9 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Capacity of the kernel connection map.
     pub max_connections: u32,
-    /// Wake the reader once this many bytes wait (0: on every record).
-    pub wakeup_bytes: u64,
+    /// Records per CPU between forced wake-ups of the reader (0: on every
+    /// record).
+    pub wakeup_records: u64,
 }
 
 /// The loaded, attached programs and the maps userspace reads.
@@ -85,7 +86,7 @@ impl Capture {
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &tgid, true)
             .override_global("CAPTURE_BYTES", &opts.capture_bytes, true)
-            .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
+            .override_global("WAKEUP_EVERY", &opts.wakeup_records, true)
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("CONNS", opts.max_connections)
@@ -155,6 +156,37 @@ impl Capture {
             .take_map("COUNTERS")
             .ok_or(BpfError::MissingMap("COUNTERS"))?;
         KernelCounters::new(map)
+    }
+
+    /// Declares one of the agent's listening sockets: connections to it
+    /// (Prometheus scraping `/metrics`, probes) are not traced. The kernel
+    /// adds the agent's outgoing connections by itself.
+    pub fn add_own_listener(&mut self, addr: std::net::SocketAddr) -> Result<(), BpfError> {
+        let map = self
+            .ebpf
+            .map_mut("AGENT_ENDPOINTS")
+            .ok_or(BpfError::MissingMap("AGENT_ENDPOINTS"))?;
+        let mut map: aya::maps::HashMap<_, EndpointKey, u8> = aya::maps::HashMap::try_from(map)
+            .map_err(|source| BpfError::Map {
+                name: "AGENT_ENDPOINTS",
+                source: Box::new(source),
+            })?;
+        let mut key = EndpointKey {
+            port: addr.port(),
+            ..EndpointKey::default()
+        };
+        // A wildcard bind matches any address (key address 0, netns 0).
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => {
+                key.addr[..4].copy_from_slice(&ip.octets());
+            }
+            std::net::IpAddr::V6(ip) if !ip.is_unspecified() => key.addr = ip.octets(),
+            _ => {}
+        }
+        map.insert(key, 1, 0).map_err(|source| BpfError::Map {
+            name: "AGENT_ENDPOINTS",
+            source: Box::new(source),
+        })
     }
 
     /// The connection map (taken once).

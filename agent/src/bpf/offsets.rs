@@ -50,6 +50,12 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, BpfError> {
         regs_arg1: regs_arg(&btf, 1)?,
         regs_arg2: regs_arg(&btf, 2)?,
         exit_group_dead: 0,
+        regs_window: 0,
+        regs_window_slots: 0,
+    })
+    .map(|mut o| {
+        o.set_regs_window();
+        o
     })
 }
 

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use agent_common::{
     AF_INET, AF_INET6, CloseReason, ConnCloseRecord, ConnOpenRecord, DataFlags, DataHeader,
     Direction, ProcExitRecord, ProcInfoFlags, ProcInfoHeader, Protocol, RecordKind, Role, Syscall,
+    TAIL_BYTES,
     record::{DATA_HEADER_SIZE, PROC_INFO_HEADER_SIZE},
 };
 
@@ -34,6 +35,9 @@ pub struct DataEvent<'a> {
     pub total_len: u64,
     /// The first bytes (at most the capture size).
     pub payload: &'a [u8],
+    /// The last bytes, when the payload was truncated and the kernel copied
+    /// them (at most `TAIL_BYTES`): the end of the uncaptured part.
+    pub tail: &'a [u8],
 }
 
 impl DataEvent<'_> {
@@ -149,11 +153,15 @@ impl<'a> Record<'a> {
                 let h: DataHeader = read_pod(bytes, kind)?;
                 let payload = &bytes[DATA_HEADER_SIZE..];
                 let claimed = h.captured_len as usize;
-                if claimed > payload.len() {
+                let tail = h.tail_len as usize;
+                if claimed + tail > payload.len() {
                     return Err(DecodeError::PayloadLength {
-                        claimed,
+                        claimed: claimed + tail,
                         carried: payload.len(),
                     });
+                }
+                if tail > TAIL_BYTES || (claimed + tail) as u64 > h.total_len {
+                    return Err(DecodeError::BadField("tail_len"));
                 }
                 Ok(Record::Data(DataEvent {
                     direction: Direction::from_u8(h.direction)
@@ -168,6 +176,7 @@ impl<'a> Record<'a> {
                     ts_exit_ns: h.ts_exit_ns,
                     total_len: h.total_len,
                     payload: &payload[..claimed],
+                    tail: &payload[claimed..claimed + tail],
                 }))
             }
             RecordKind::ConnOpen => {
@@ -261,7 +270,7 @@ mod tests {
             ts_exit_ns: 2,
             total_len: 100,
             captured_len: 3,
-            _pad: 0,
+            tail_len: 0,
         };
         let mut bytes = as_bytes(&h);
         bytes.extend_from_slice(b"GET");

@@ -1,6 +1,6 @@
 //! Async ring-buffer reader.
 //!
-//! The kernel wakes us only once `wakeup_bytes` are waiting (batched
+//! The kernel wakes us only once per `wakeup_records` records of a CPU (batched
 //! wakeups), so we also poll on a short timer: a lone request is still seen
 //! within `poll_interval`.
 

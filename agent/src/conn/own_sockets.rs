@@ -3,6 +3,13 @@
 //! of them is the agent talking to a local collector: tracing its receiving
 //! side would create spans about exporting spans, forever.
 //!
+//! The kernel already ignores connections whose peer is one of the agent's
+//! endpoints (`AGENT_ENDPOINTS`, filled at the agent's `connect`s and for
+//! its listening sockets); this is the fallback for what it cannot know
+//! (sockets of the agent created before the programs were attached).
+//! Reading /proc/self/net/tcp lists every socket of the network namespace,
+//! so it is refreshed at most once per [`MIN_REFRESH`].
+//!
 //! Limitation: matching is by address, so it works on loopback and the host
 //! network, not across NAT (a collector in another network namespace sees a
 //! translated address).
@@ -14,6 +21,9 @@ use std::{
 };
 
 use crate::clock::monotonic_ns;
+
+/// Least time between two reads of /proc/self/net/tcp.
+const MIN_REFRESH: u64 = 2_000_000_000;
 
 #[derive(Default)]
 pub struct OwnSockets {
@@ -30,7 +40,9 @@ impl OwnSockets {
         if self.endpoints.contains(&remote) {
             return true;
         }
-        if self.refreshed_ns > seen_ns {
+        if self.refreshed_ns > seen_ns
+            || monotonic_ns().saturating_sub(self.refreshed_ns) < MIN_REFRESH
+        {
             return false;
         }
         self.refresh();

@@ -1,9 +1,11 @@
 //! Getting spans out: a bounded queue between the pipeline and one exporter
-//! task, which batches and sends over OTLP (gRPC or HTTP/protobuf, with
-//! opentelemetry-otlp) or prints them.
+//! task, which batches and sends over OTLP (gRPC with tonic or
+//! HTTP/protobuf with reqwest, encoded from the span records directly) or
+//! prints them.
 //!
 //! - `queue`: the bounded hand-off; a full queue drops and counts;
-//! - `otlp`: grouping by process resource and exporting;
+//! - `otlp`: protobuf encoding (a `ResourceSpans` per process) and the two
+//!   transports;
 //! - `stdout`: readable one-line spans for a terminal.
 
 pub mod otlp;

@@ -11,6 +11,7 @@
 
 pub mod http1;
 pub mod http2;
+pub mod postgres;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -43,6 +44,10 @@ pub struct DataIn<'a> {
     pub payload: &'a [u8],
     /// Bytes the syscall moved beyond `payload` (a gap to skip).
     pub uncaptured: u64,
+    /// The last `tail.len()` of the `uncaptured` bytes, when the kernel
+    /// copied them (a truncated plain read/write): a session may skip
+    /// `uncaptured - tail.len()` bytes and parse these.
+    pub tail: &'a [u8],
     pub times: EventTimes,
 }
 
@@ -193,6 +198,7 @@ pub trait Session: Send {
 pub struct ProtocolConfig {
     pub http1: http1::Http1Config,
     pub http2: http2::Http2Config,
+    pub postgres: postgres::PgConfig,
 }
 
 impl ProtocolConfig {
@@ -200,6 +206,7 @@ impl ProtocolConfig {
         Self {
             http1: http1::Http1Config::from_config(cfg),
             http2: http2::Http2Config::from_config(cfg),
+            postgres: postgres::PgConfig::from_config(cfg),
         }
     }
 }
@@ -214,6 +221,7 @@ pub fn new_session(
     match protocol {
         Protocol::Http1 => Some(Box::new(http1::Http1Conn::new(kind, &cfg.http1))),
         Protocol::Http2 => Some(Box::new(http2::Http2Conn::new(kind, &cfg.http2))),
+        Protocol::Postgres => Some(Box::new(postgres::PgConn::new(kind, &cfg.postgres))),
         _ => None,
     }
 }
@@ -241,6 +249,7 @@ pub fn infer_kind(protocol: Protocol, direction: Direction, first: &[u8]) -> Opt
     match protocol {
         Protocol::Http1 => http1::infer_kind(direction, first),
         Protocol::Http2 => http2::infer_kind(direction, first),
+        Protocol::Postgres => postgres::infer_kind(direction, first),
         _ => None,
     }
 }

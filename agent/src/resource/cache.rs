@@ -49,6 +49,22 @@ impl ProcessResource {
     }
 }
 
+#[cfg(test)]
+impl ProcessResource {
+    /// A resource with exactly `attributes`.
+    pub fn for_tests(attributes: Vec<KeyValue>) -> Self {
+        let resource = Resource::builder_empty()
+            .with_attributes(attributes)
+            .build();
+        let key = resource_key(&resource);
+        Self {
+            info: ProcessInfo::fallback(42, "test"),
+            resource,
+            key,
+        }
+    }
+}
+
 /// Hash of the attributes sorted by key (a resource iterates in hash map
 /// order), each key and value followed by 0xff, a byte UTF-8 never uses.
 fn resource_key(resource: &Resource) -> u64 {

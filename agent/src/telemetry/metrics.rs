@@ -46,8 +46,12 @@ pub struct Metrics {
     pub http2_orphan_frames: IntCounter,
     pub http2_stream_overflow: IntCounter,
     pub hpack_unresolved_fields: IntCounter,
+    pub postgres_events: IntCounterVec,
     pub connections_opened: IntCounter,
     pub connections_ignored: IntCounterVec,
+    /// Data records of connections the agent had just told the kernel to
+    /// ignore (already in the ring buffer): discarded on purpose.
+    pub records_of_ignored: IntCounter,
     pub connections_tracked: IntGauge,
     pub processes_cached: IntGauge,
     pub spans_produced: IntCounterVec,
@@ -174,6 +178,13 @@ impl Metrics {
                 "HTTP/2 header fields whose HPACK dynamic-table entry the agent never saw \
                  (exported spans lack them and carry agent.hpack.unresolved_fields).",
             ),
+            postgres_events: counter_vec(
+                "agent_postgres_events_total",
+                "PostgreSQL protocol events that are not statements (startup, startup_error, \
+                 ssl_refused, cancel_request, notification, not_executed, orphan_response, \
+                 unknown_statement, prepared_evicted, pending_overflow).",
+                &["event"],
+            ),
             connections_opened: counter(
                 "agent_connections_opened_total",
                 "Connections whose traffic started to be traced.",
@@ -182,6 +193,11 @@ impl Metrics {
                 "agent_connections_ignored_total",
                 "Connections the agent stopped tracing, by reason.",
                 &["reason"],
+            ),
+            records_of_ignored: counter(
+                "agent_ignored_connection_records_total",
+                "Data records discarded because their connection had just been ignored \
+                 (written by the kernel before it learnt so).",
             ),
             connections_tracked: gauge(
                 "agent_connections_tracked",

@@ -708,16 +708,31 @@ enum LinePos {
 
 impl EndScan {
     /// Scans `bytes`; returns the length up to and including the LF ending
-    /// the head, if it is there.
+    /// the head, if it is there. Jumps from LF to LF (memchr): a head is a
+    /// few lines, so this looks at a handful of positions, not every byte.
     fn find_end(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, &b) in bytes.iter().enumerate() {
-            self.at = match (self.at, b) {
-                (LinePos::LineStart | LinePos::LineStartCr, b'\n') => return Some(i + 1),
-                (_, b'\n') => LinePos::LineStart,
-                (LinePos::LineStart, b'\r') => LinePos::LineStartCr,
-                _ => LinePos::InLine,
+        // `line` is where the current line starts in `bytes`; the state
+        // tells what precedes `bytes[0]` when the line began before it.
+        let mut line = 0;
+        for lf in memchr::memchr_iter(b'\n', bytes) {
+            let content = &bytes[line..lf];
+            let empty = match (line, self.at) {
+                (0, LinePos::InLine) => false,
+                (0, LinePos::LineStartCr) => content.is_empty(),
+                _ => content.is_empty() || content == b"\r",
             };
+            if empty {
+                return Some(lf + 1);
+            }
+            line = lf + 1;
+            self.at = LinePos::LineStart;
         }
+        let rest = &bytes[line..];
+        self.at = match (self.at, rest) {
+            (at, []) => at,
+            (LinePos::LineStart, [b'\r']) => LinePos::LineStartCr,
+            _ => LinePos::InLine,
+        };
         None
     }
 }
