@@ -7,7 +7,7 @@
 
 use agent_tests::agent::{AgentOptions, AgentProcess, require_bpf};
 use agent_tests::grpc::{exact_spans, InteractiveClient, Stack, require_grpcio, start_server};
-use agent_tests::otlp::{OtlpReceiver, Protocol, SpanKind};
+use agent_tests::otlp::{OtlpReceiver, Protocol};
 use agent_tests::semconv::assert_no_problems;
 use agent_tests::test_bins;
 
@@ -30,9 +30,9 @@ fn run(server_stack: Stack, client_stack: Stack) {
     let steps_after = 4 + 1 + 2;
     assert_eq!((calls, failures), (4 + steps_after as u64, 2));
     // ... and a few more on the same connection.
-    let (calls, _) = client.step("concurrent 10");
-    assert_eq!(calls, 4 + steps_after as u64 + 10);
-    let n = steps_after + 10;
+    let (calls, _) = client.step("concurrent 5");
+    assert_eq!(calls, 4 + steps_after as u64 + 5);
+    let n = steps_after + 5;
 
     let (spid, cpid) = (server.pid, client.pid);
     let (servers, clients, mut problems) = exact_spans(&rx, &agent, &[spid], &[cpid], n);
