@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use agent_tests::agent::{AgentOptions, AgentProcess, require_bpf};
-use agent_tests::grpc::{exact_spans, Stack, require_grpcio, run_client, start_server};
+use agent_tests::grpc::{Stack, exact_spans, require_grpcio, run_client, start_server};
 use agent_tests::otlp::{OtlpReceiver, Protocol, ReceivedSpan, SpanKind, StatusCode};
 use agent_tests::semconv::assert_no_problems;
 use agent_tests::test_bins;

@@ -6,7 +6,7 @@
 //! fields are reported unresolved, never wrong).
 
 use agent_tests::agent::{AgentOptions, AgentProcess, require_bpf};
-use agent_tests::grpc::{exact_spans, InteractiveClient, Stack, require_grpcio, start_server};
+use agent_tests::grpc::{InteractiveClient, Stack, exact_spans, require_grpcio, start_server};
 use agent_tests::otlp::{OtlpReceiver, Protocol};
 use agent_tests::semconv::assert_no_problems;
 use agent_tests::test_bins;

@@ -6,11 +6,11 @@
 use std::process::{Command, Stdio};
 
 use agent_tests::agent::{AgentOptions, AgentProcess, require_bpf};
-use agent_tests::otlp::{OtlpReceiver, Protocol, SpanKind};
+use agent_tests::free_port;
 use agent_tests::grpc::exact_spans;
+use agent_tests::otlp::{OtlpReceiver, Protocol, SpanKind};
 use agent_tests::semconv::assert_no_problems;
 use agent_tests::servers::Nginx;
-use agent_tests::free_port;
 
 const REQUESTS: usize = 300;
 

@@ -504,103 +504,25 @@ fn run_with_agent(
     connections: u32,
     duration: u32,
 ) -> Result<AgentRun> {
-    let sink_port = free_port()?;
-    let counts = dir.join("counts.txt");
-    let _ = fs::remove_file(&counts);
-    let _sink = Proc(
-        Command::new(sink_bin)
-            .arg(format!("127.0.0.1:{sink_port}"))
-            .arg(&counts)
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting the OTLP sink")?,
-    );
-    wait_port(sink_port)?;
-    let metrics_port = free_port()?;
-    let stderr_path = dir.join("agent.stderr");
-    let mut agent_proc = Proc(
-        Command::new(agent)
-            .args([
-                "--export",
-                "otlp",
-                "--otlp-protocol",
-                "grpc",
-                "--otlp-endpoint",
-                &format!("http://127.0.0.1:{sink_port}"),
-                "--metrics-address",
-                &format!("127.0.0.1:{metrics_port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&stderr_path)?)
-            .spawn()
-            .context("starting the agent")?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if fs::read_to_string(&stderr_path)?.contains("agent ready") {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "agent not ready after 30 s:\n{}",
-                fs::read_to_string(&stderr_path)?
-            );
-        }
-        sleep(Duration::from_millis(100));
-    }
-    let pid = agent_proc.pid();
-    let served0 = nginx_requests(nginx.port)?;
-    let cpu0 = cpu_seconds(pid)?;
-    let wrk = run_wrk(nginx.port, threads, connections, duration)?;
-    let cpu1 = cpu_seconds(pid)?;
-    // Requests nginx served in between: both status requests excluded.
-    let served = nginx_requests(nginx.port)?.saturating_sub(served0 + 1);
-    // Let the last spans be exported: wait until the counts stop moving.
-    let mut last = 0;
-    let mut stable_since = Instant::now();
-    let settle_deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < settle_deadline {
-        let total: u64 = read_counts(&counts).values().sum();
-        if total != last {
-            last = total;
-            stable_since = Instant::now();
-        } else if stable_since.elapsed() > Duration::from_secs(2) {
-            break;
-        }
-        sleep(Duration::from_millis(200));
-    }
-    let metrics = Command::new("curl")
-        .args(["-s", &format!("http://127.0.0.1:{metrics_port}/metrics")])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let peak_rss_kib = status_kib(pid, "VmHWM:");
-    agent_proc.stop();
-    let c = read_counts(&counts);
+    let ((wrk, served), stats) = with_agent(agent, sink_bin, dir, || {
+        let served0 = nginx_requests(nginx.port)?;
+        let wrk = run_wrk(nginx.port, threads, connections, duration)?;
+        // Requests nginx served in between: both status requests excluded.
+        let served = nginx_requests(nginx.port)?.saturating_sub(served0 + 1);
+        Ok((wrk, served))
+    })?;
     Ok(AgentRun {
         wrk,
         served,
-        cpu_s: cpu1 - cpu0,
-        peak_rss_kib,
-        // Truncated payloads are counted as losses too, but the bench's own
-        // /metrics scrape is the only truncated traffic here.
-        lost: metric_sum(&metrics, "agent_events_lost_total", None)
-            - metric_sum(
-                &metrics,
-                "agent_events_lost_total",
-                Some("payload_truncated"),
-            ),
+        cpu_s: stats.cpu_s,
+        peak_rss_kib: stats.peak_rss_kib,
+        // Truncated payloads are counted apart: the bench's own /metrics
+        // scrape is the only truncated traffic here.
+        lost: stats.lost,
         // The two status requests are nginx server spans too.
-        server_spans: c
-            .get(&("nginx".to_string(), "server".to_string()))
-            .copied()
-            .unwrap_or(0)
-            .saturating_sub(2),
-        client_spans: c
-            .get(&("wrk".to_string(), "client".to_string()))
-            .copied()
-            .unwrap_or(0),
-        dropped: metric_sum(&metrics, "agent_spans_dropped_total", None),
+        server_spans: stats.spans("nginx", "server").saturating_sub(2),
+        client_spans: stats.spans("wrk", "client"),
+        dropped: stats.dropped,
     })
 }
 

@@ -10,8 +10,8 @@
 //! - `redact`: query strings and secrets.
 
 pub mod context;
-pub mod grpc;
 pub mod db;
+pub mod grpc;
 pub mod http;
 pub mod model;
 pub mod redact;
