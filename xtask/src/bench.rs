@@ -476,7 +476,8 @@ pub(crate) fn with_agent<T>(
             peak_rss_kib,
             lost: metric_sum(&metrics, "agent_events_lost_total", None) - truncated,
             truncated,
-            dropped: metric_sum(&metrics, "agent_spans_dropped_total", None),
+            // `+ 0.0`: an empty f64 sum is -0.0, printed "-0".
+            dropped: metric_sum(&metrics, "agent_spans_dropped_total", None) + 0.0,
             counts: read_counts(&counts),
         },
     ))
