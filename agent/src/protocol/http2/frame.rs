@@ -70,7 +70,9 @@ impl FrameHeader {
             h2::PRIORITY => on_stream && self.len == 5,
             h2::RST_STREAM => on_stream && self.len == 4,
             h2::SETTINGS => {
-                !on_stream && self.len % 6 == 0 && (self.flags & flags::ACK == 0 || self.len == 0)
+                !on_stream
+                    && self.len.is_multiple_of(6)
+                    && (self.flags & flags::ACK == 0 || self.len == 0)
             }
             h2::PING => !on_stream && self.len == 8,
             h2::GOAWAY => !on_stream && self.len >= 8,

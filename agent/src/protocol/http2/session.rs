@@ -529,7 +529,7 @@ impl Handler<'_> {
                     s.last_ns = now.exit_ns;
                     return;
                 }
-                if id % 2 == 0 {
+                if id.is_multiple_of(2) {
                     return;
                 }
                 if self.st.streams.len() >= self.st.limits.max_streams {

@@ -216,7 +216,7 @@ impl DynamicTable {
 mod tests {
     use super::*;
 
-    fn found<'a>(t: &'a DynamicTable, i: u64) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
+    fn found(t: &DynamicTable, i: u64) -> (Option<&[u8]>, Option<&[u8]>) {
         match t.get(i) {
             Lookup::Found(n, v) => (n, v),
             other => panic!("index {i}: {other:?}"),
