@@ -15,5 +15,6 @@ pub mod grpc;
 pub mod http;
 pub mod model;
 pub mod redact;
+pub mod route;
 
 pub use model::{SpanKind, SpanRecord, SpanStatus};
