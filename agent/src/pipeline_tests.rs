@@ -823,3 +823,56 @@ fn h2c_upgrade_gives_the_upgraded_request_its_span() {
         0
     );
 }
+
+/// A real `Upgrade: h2c` (curl --http2 → hypercorn, fixture
+/// `curl_h2c_upgrade_hypercorn`), seen from the server and from the
+/// client, fed whole and with every syscall split at every byte: one span,
+/// the upgrading request answered on stream 1 in HTTP/2.
+#[test]
+fn h2c_upgrade_real_capture_whole_and_split() {
+    let chunks = crate::protocol::http2::fixtures::chunks("curl_h2c_upgrade_hypercorn");
+    let run = |role: Role, split: Option<(usize, usize)>| -> SpanRecord {
+        let mut h = Harness::new();
+        let pid = std::process::id();
+        let t = h.base;
+        h.open(pid, 1, role, t);
+        for (i, (to_server, data)) in chunks.iter().enumerate() {
+            let dir = match (role, to_server) {
+                (Role::Server, true) | (Role::Client, false) => Direction::Ingress,
+                _ => Direction::Egress,
+            };
+            let at = t + 100 * (i as u64 + 1);
+            match split {
+                Some((c, cut)) if c == i => {
+                    h.data(pid, 1, 5, dir, &data[..cut], at, at + 10);
+                    h.data(pid, 1, 5, dir, &data[cut..], at, at + 10);
+                }
+                _ => h.data(pid, 1, 5, dir, data, at, at + 10),
+            }
+        }
+        h.one_span()
+    };
+    for role in [Role::Server, Role::Client] {
+        let whole = run(role, None);
+        let a = attrs(&whole);
+        assert_eq!(whole.name, "GET");
+        assert_eq!(a["http.response.status_code"], "200");
+        assert_eq!(a["network.protocol.version"], "2");
+        assert_eq!(a["user_agent.original"], "fixture-curl/1.0");
+        assert_eq!(a["http.response.body.size"], "21");
+        match role {
+            Role::Server => {
+                assert_eq!(a["url.path"], "/index.html");
+                assert_eq!(a["url.query"], "q=REDACTED");
+            }
+            _ => assert!(a["url.full"].ends_with("/index.html?q=REDACTED"), "{a:?}"),
+        }
+        for (i, (_, data)) in chunks.iter().enumerate() {
+            for cut in 1..data.len() {
+                let split = run(role, Some((i, cut)));
+                assert_eq!(attrs(&split), a, "{role:?}: chunk {i} cut at {cut}");
+                assert_eq!(split.duration_ns(), whole.duration_ns());
+            }
+        }
+    }
+}

@@ -25,16 +25,22 @@ pub fn grpc_python() -> PathBuf {
 
 /// Panics with how to get grpcio when the venv is missing.
 pub fn require_grpcio() -> PathBuf {
+    require_python_module("grpc")
+}
+
+/// The venv's Python, once it imports `module` (panics with how to get it
+/// otherwise).
+pub fn require_python_module(module: &str) -> PathBuf {
     let py = grpc_python();
     let ok = Command::new(&py)
-        .args(["-c", "import grpc"])
+        .args(["-c", &format!("import {module}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "{} cannot import grpc: run `cargo xtask setup` (or set GRPC_PYTHON)",
+        "{} cannot import {module}: run `cargo xtask setup` (or set GRPC_PYTHON)",
         py.display()
     );
     py

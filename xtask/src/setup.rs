@@ -23,9 +23,10 @@ const APT_PACKAGES: &[&str] = &[
     "postgresql",
 ];
 
-/// PyPI packages for the gRPC tests, installed into a venv at
+/// PyPI packages for the gRPC and h2c tests (grpcio; hypercorn, an ASGI
+/// server that accepts `Upgrade: h2c`), installed into a venv at
 /// `target/grpc-venv` (Debian's Python is externally managed).
-const PIP_PACKAGES: &[&str] = &["grpcio==1.85.3"];
+const PIP_PACKAGES: &[&str] = &["grpcio==1.85.3", "hypercorn==0.18.0"];
 
 /// The venv the gRPC tests run their grpcio peers with (see
 /// `tests/src/grpc.rs`).
@@ -45,7 +46,7 @@ pub fn run() -> Result<()> {
 fn grpc_venv() -> Result<()> {
     let venv = crate::workspace_root().join(GRPC_VENV);
     let python = venv.join("bin/python");
-    if quiet(Command::new(&python).args(["-c", "import grpc"])) {
+    if quiet(Command::new(&python).args(["-c", "import grpc, hypercorn"])) {
         return Ok(());
     }
     eprintln!("setup: installing {PIP_PACKAGES:?} into {}", venv.display());

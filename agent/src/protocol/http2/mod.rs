@@ -300,6 +300,28 @@ fn skip_string(p: &[u8]) -> Option<&[u8]> {
     rest.get(len..)
 }
 
+/// The captured connections of `fixtures/` (see its README).
+#[cfg(test)]
+pub(crate) mod fixtures {
+    /// One relayed chunk of `NAME.h2`: client → server?, bytes.
+    pub(crate) fn chunks(name: &str) -> Vec<(bool, Vec<u8>)> {
+        let path = format!(
+            "{}/src/protocol/http2/fixtures/{name}.h2",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let b = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i + 5 <= b.len() {
+            let to_server = b[i] == b'>';
+            let n = u32::from_be_bytes([b[i + 1], b[i + 2], b[i + 3], b[i + 4]]) as usize;
+            out.push((to_server, b[i + 5..i + 5 + n].to_vec()));
+            i += 5 + n;
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,24 +3,7 @@
 //! late, and with capture gaps.
 
 use super::*;
-
-/// One relayed chunk: direction (client → server?) and bytes.
-fn chunks(name: &str) -> Vec<(bool, Vec<u8>)> {
-    let path = format!(
-        "{}/src/protocol/http2/fixtures/{name}.h2",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let b = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let to_server = b[i] == b'>';
-        let n = u32::from_be_bytes([b[i + 1], b[i + 2], b[i + 3], b[i + 4]]) as usize;
-        out.push((to_server, b[i + 5..i + 5 + n].to_vec()));
-        i += 5 + n;
-    }
-    out
-}
+use crate::protocol::http2::fixtures::chunks;
 
 /// What the tests compare of an exchange (times aside).
 #[derive(Debug, Clone, PartialEq, Eq)]
