@@ -89,6 +89,11 @@ pub fn classify_prefix(b: &[u8; CLASSIFY_BYTES], len: usize, total: u64) -> Prot
         }
         return Protocol::Unknown;
     }
+    // An HTTP/2 connection joined mid-stream (open before the agent
+    // started, or forgotten while idle): a plausible frame header.
+    if h2_frame_plausible(b, len) {
+        return Protocol::Http2;
+    }
     // Status line "HTTP/1.x NNN".
     if w0 == tag(b"HTTP") {
         if b[4] == b'/' && b[5] == b'1' && b[6] == b'.' && (b[7] == b'1' || b[7] == b'0') {
@@ -117,6 +122,86 @@ pub fn classify_prefix(b: &[u8; CLASSIFY_BYTES], len: usize, total: u64) -> Prot
         Protocol::Http1
     } else {
         Protocol::Unknown
+    }
+}
+
+/// HTTP/2 frame types ([RFC 9113 §6](https://www.rfc-editor.org/rfc/rfc9113#section-6)).
+pub mod h2 {
+    pub const DATA: u8 = 0x0;
+    pub const HEADERS: u8 = 0x1;
+    pub const PRIORITY: u8 = 0x2;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const PUSH_PROMISE: u8 = 0x5;
+    pub const PING: u8 = 0x6;
+    pub const GOAWAY: u8 = 0x7;
+    pub const WINDOW_UPDATE: u8 = 0x8;
+    pub const CONTINUATION: u8 = 0x9;
+    /// Frame header length.
+    pub const HEADER_LEN: usize = 9;
+    /// SETTINGS_MAX_FRAME_SIZE's initial value: frames longer than this
+    /// are rare enough that the mid-stream check rejects them.
+    pub const DEFAULT_MAX_FRAME: u32 = 16_384;
+}
+
+/// Whether `b[..len]` starts with a plausible HTTP/2 frame header, strictly
+/// enough that other binary protocols rarely pass: a length within the
+/// default maximum frame size, a known type whose flags, length and stream
+/// id obey RFC 9113 (SETTINGS: stream 0, length a multiple of 6 and a known
+/// first identifier; PING: stream 0, length 8; WINDOW_UPDATE: length 4,
+/// non-zero increment; RST_STREAM: stream != 0, length 4; HEADERS: odd
+/// stream; ...), the reserved bit clear, and any bytes after the frame
+/// consistent with it. PUSH_PROMISE is not accepted (never a good place to
+/// join). Shared with userspace, which resynchronises on it.
+#[inline(always)]
+pub fn h2_frame_plausible(b: &[u8; CLASSIFY_BYTES], len: usize) -> bool {
+    if len < h2::HEADER_LEN {
+        return false;
+    }
+    let flen = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+    let ty = b[3];
+    let flags = b[4];
+    if b[5] & 0x80 != 0 || flen > h2::DEFAULT_MAX_FRAME {
+        return false;
+    }
+    let stream = word(b, 5);
+    // Bytes of the payload available in `b`.
+    let have = len - h2::HEADER_LEN;
+    match ty {
+        h2::DATA => stream != 0 && flags & !0x09 == 0,
+        h2::HEADERS => {
+            // Client-initiated streams are odd; a header block is never
+            // empty unless the frame is a bare END_STREAM (trailers).
+            stream & 1 == 1 && flags & !0x2d == 0 && (flen > 0 || flags & 0x05 == 0x05)
+        }
+        h2::PRIORITY => stream != 0 && flags == 0 && flen == 5,
+        h2::RST_STREAM => {
+            // Error codes are 0x0..=0xd.
+            stream != 0
+                && flags == 0
+                && flen == 4
+                && (have < 4 || (b[9] == 0 && b[10] == 0 && b[11] == 0 && b[12] <= 0xd))
+        }
+        h2::SETTINGS => {
+            if stream != 0 || flags & !0x01 != 0 || !flen.is_multiple_of(6) {
+                return false;
+            }
+            if flags == 0x01 {
+                return flen == 0;
+            }
+            // The first identifier: 1..=6, 8 (extended CONNECT) or 9 (no
+            // RFC 7540 priorities).
+            have < 2 || (b[9] == 0 && matches!(b[10], 1..=6 | 8 | 9))
+        }
+        h2::PING => stream == 0 && flags & !0x01 == 0 && flen == 8,
+        h2::GOAWAY => stream == 0 && flags == 0 && flen >= 8 && (have < 1 || b[9] & 0x80 == 0),
+        h2::WINDOW_UPDATE => {
+            flags == 0
+                && flen == 4
+                && (have < 4 || (b[9] & 0x80 == 0 && (b[9] | b[10] | b[11] | b[12]) != 0))
+        }
+        h2::CONTINUATION => stream != 0 && flags & !0x04 == 0,
+        _ => false,
     }
 }
 
@@ -163,6 +248,75 @@ mod tests {
             Protocol::Http2
         );
         assert_eq!(classify(b"PRI * HTTP/2.0"), Protocol::Unknown);
+    }
+
+    #[test]
+    fn http2_mid_stream_frames() {
+        for f in [
+            // SETTINGS (nginx's first frame): MAX_CONCURRENT_STREAMS 128, ...
+            &b"\x00\x00\x12\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x80\x00"[..],
+            // SETTINGS ACK.
+            b"\x00\x00\x00\x04\x01\x00\x00\x00\x00",
+            // HEADERS, stream 1, END_HEADERS.
+            b"\x00\x00\x0e\x01\x04\x00\x00\x00\x01\x83\x86\x44\x8a\x62",
+            // DATA, stream 3, END_STREAM.
+            b"\x00\x00\x05\x00\x01\x00\x00\x00\x03\x00\x00\x00\x00\x00",
+            // WINDOW_UPDATE on the connection.
+            b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x0f\x00\x01",
+            // PING.
+            b"\x00\x00\x08\x06\x00\x00\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07",
+            // RST_STREAM CANCEL.
+            b"\x00\x00\x04\x03\x00\x00\x00\x00\x05\x00\x00\x00\x08",
+            // GOAWAY.
+            b"\x00\x00\x08\x07\x00\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x00",
+            // Trailers without fields: HEADERS END_STREAM|END_HEADERS, empty.
+            b"\x00\x00\x00\x01\x05\x00\x00\x00\x07",
+        ] {
+            assert_eq!(classify(f), Protocol::Http2, "{:?}", f);
+        }
+    }
+
+    #[test]
+    fn http2_implausible_frames() {
+        for f in [
+            // Too long for the default max frame size.
+            &b"\x00\x40\x01\x00\x00\x00\x00\x00\x01"[..],
+            // DATA on stream 0; unknown DATA flag.
+            b"\x00\x00\x05\x00\x00\x00\x00\x00\x00",
+            b"\x00\x00\x05\x00\x02\x00\x00\x00\x01",
+            // HEADERS on an even stream.
+            b"\x00\x00\x05\x01\x04\x00\x00\x00\x02",
+            // SETTINGS on a stream, of odd length, ACK with payload, unknown id.
+            b"\x00\x00\x06\x04\x00\x00\x00\x00\x01",
+            b"\x00\x00\x05\x04\x00\x00\x00\x00\x00",
+            b"\x00\x00\x06\x04\x01\x00\x00\x00\x00",
+            b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x07\x00",
+            // WINDOW_UPDATE of 0, of wrong length.
+            b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+            b"\x00\x00\x05\x08\x00\x00\x00\x00\x00",
+            // Reserved stream bit set.
+            b"\x00\x00\x04\x00\x00\x80\x00\x00\x01",
+            // PUSH_PROMISE, unknown type.
+            b"\x00\x00\x04\x05\x04\x00\x00\x00\x01",
+            b"\x00\x00\x04\x0a\x00\x00\x00\x00\x01",
+            // A Kafka-like length prefix.
+            b"\x00\x00\x00\x2a\x00\x12\x00\x07\x00\x00\x00\x01",
+            // Too short for a frame header.
+            b"\x00\x00\x00\x04\x01\x00\x00\x00",
+        ] {
+            assert_eq!(classify(f), Protocol::Unknown, "{:?}", f);
+        }
+    }
+
+    #[test]
+    fn postgres_startup_is_not_http2() {
+        // SSLRequest and a StartupMessage: never taken for HTTP/2 frames.
+        for f in [
+            &b"\x00\x00\x00\x08\x04\xd2\x16\x2f"[..],
+            b"\x00\x00\x00\x54\x00\x03\x00\x00user\x00",
+        ] {
+            assert_ne!(classify(f), Protocol::Http2, "{:?}", f);
+        }
     }
 
     #[test]

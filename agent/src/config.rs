@@ -64,6 +64,12 @@ pub struct Flags {
     /// Query-string redaction: `all` values, only `sensitive` keys, or `none`.
     #[arg(long, env = "AGENT_REDACT_QUERY", global = true)]
     pub redact_query: Option<RedactQuery>,
+    /// HTTP/2 streams traced at once per connection (1..=65536).
+    #[arg(long, env = "AGENT_HTTP2_MAX_STREAMS", global = true)]
+    pub http2_max_streams: Option<usize>,
+    /// HPACK dynamic-table bytes kept per connection direction (0..=1048576).
+    #[arg(long, env = "AGENT_HTTP2_MAX_HEADER_TABLE_BYTES", global = true)]
+    pub http2_max_header_table_bytes: Option<usize>,
     /// Replace literals in exported PostgreSQL query texts by `?`
     /// (`true`, the default) or export them as sent (`false`).
     #[arg(long, env = "AGENT_POSTGRES_SANITIZE_QUERIES", global = true, value_parser = clap::builder::BoolishValueParser::new())]
@@ -381,6 +387,7 @@ impl OtlpProtocol {
 pub struct FileConfig {
     pub capture: FileCapture,
     pub http: FileHttp,
+    pub http2: FileHttp2,
     pub postgres: FilePostgres,
     pub connections: FileConnections,
     pub export: FileExport,
@@ -463,6 +470,13 @@ pub struct FileHttp {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct FileHttp2 {
+    pub max_streams: Option<usize>,
+    pub max_header_table_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct FilePostgres {
     pub sanitize_queries: Option<bool>,
     pub max_query_bytes: Option<usize>,
@@ -531,6 +545,7 @@ mod humantime_opt {
 pub struct Config {
     pub capture: CaptureConfig,
     pub http: HttpConfig,
+    pub http2: Http2Config,
     pub postgres: PostgresConfig,
     pub connections: ConnectionsConfig,
     pub export: ExportConfig,
@@ -681,6 +696,16 @@ pub struct HttpConfig {
     pub max_head_bytes: usize,
     pub redact_query: RedactQuery,
     pub sensitive_query_keys: Vec<String>,
+}
+
+/// HTTP/2 and gRPC. Header blocks are bounded by `http.max_head_bytes`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Http2Config {
+    /// Streams traced at once per connection; more are counted, not traced.
+    pub max_streams: usize,
+    /// HPACK dynamic-table bytes kept per direction (entries beyond are
+    /// reported unresolved).
+    pub max_header_table_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -954,6 +979,26 @@ impl Config {
             return Err(invalid("http.max_head_bytes", "must be 256..=1048576"));
         }
 
+        let http2 = Http2Config {
+            max_streams: flags
+                .http2_max_streams
+                .or(file.http2.max_streams)
+                .unwrap_or(256),
+            max_header_table_bytes: flags
+                .http2_max_header_table_bytes
+                .or(file.http2.max_header_table_bytes)
+                .unwrap_or(64 * 1024),
+        };
+        if !(1..=65_536).contains(&http2.max_streams) {
+            return Err(invalid("http2.max_streams", "must be 1..=65536"));
+        }
+        if http2.max_header_table_bytes > 1 << 20 {
+            return Err(invalid(
+                "http2.max_header_table_bytes",
+                "must be 0..=1048576",
+            ));
+        }
+
         let postgres = PostgresConfig {
             sanitize_queries: flags
                 .postgres_sanitize_queries
@@ -1047,6 +1092,7 @@ impl Config {
         Ok(Self {
             capture,
             http,
+            http2,
             postgres,
             connections,
             export,
@@ -1681,6 +1727,16 @@ mod tests {
             "http.max_head_bytes",
             "http-max-head-bytes",
             "AGENT_HTTP_MAX_HEAD_BYTES",
+        ),
+        (
+            "http2.max_streams",
+            "http2-max-streams",
+            "AGENT_HTTP2_MAX_STREAMS",
+        ),
+        (
+            "http2.max_header_table_bytes",
+            "http2-max-header-table-bytes",
+            "AGENT_HTTP2_MAX_HEADER_TABLE_BYTES",
         ),
         ("http.redact_query", "redact-query", "AGENT_REDACT_QUERY"),
         (

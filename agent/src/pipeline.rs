@@ -18,7 +18,9 @@ use crate::{
     config::Config,
     conn::{Conn, ConnTable, own_sockets::OwnSockets},
     export::SpanQueue,
-    protocol::{ConnContext, DataIn, Emit, EventTimes, Next, ProtocolConfig, new_session},
+    protocol::{
+        ConnContext, DataIn, Emit, EventTimes, Next, ProtocolConfig, new_session, switch_session,
+    },
     resource::{ProcessSnapshot, ResourceCache},
     selection::{Verdict, gate::Gate},
     span::{SpanKind, redact::Redactor},
@@ -249,12 +251,43 @@ impl Pipeline {
             Some(Next::Continue) | None => {}
             Some(Next::Switch(protocol)) => {
                 let kind = conn_kind(conn.role);
+                let handover = conn
+                    .session
+                    .as_mut()
+                    .and_then(|s| s.take_handover())
+                    .unwrap_or_default();
                 conn.protocol = protocol;
-                conn.session = new_session(protocol, kind, &self.protocols);
-                if conn.session.is_none() {
-                    let fd = conn.fd;
-                    self.conns.remove(d.tgid, d.sk);
-                    self.ignore_in_kernel(d.tgid, fd, d.sk, "unsupported_protocol");
+                conn.session = switch_session(protocol, kind, &self.protocols, &handover);
+                // The rest of the switching syscall is the new protocol's.
+                let next = if handover.rest.is_empty() && data.uncaptured == 0 {
+                    Some(Next::Continue)
+                } else {
+                    let rest = DataIn {
+                        payload: &handover.rest,
+                        ..data
+                    };
+                    with_session(
+                        conn,
+                        &self.redactor,
+                        &self.clock,
+                        &mut self.queue,
+                        &self.metrics,
+                        |s, emit| s.on_data(&rest, emit),
+                    )
+                };
+                match next {
+                    Some(Next::Continue) => {}
+                    Some(Next::Ignore(reason)) => {
+                        let fd = conn.fd;
+                        self.conns.remove(d.tgid, d.sk);
+                        self.ignore_in_kernel(d.tgid, fd, d.sk, reason);
+                    }
+                    // No session (unsupported), or a second switch at once.
+                    None | Some(Next::Switch(_)) => {
+                        let fd = conn.fd;
+                        self.conns.remove(d.tgid, d.sk);
+                        self.ignore_in_kernel(d.tgid, fd, d.sk, "unsupported_protocol");
+                    }
                 }
             }
             Some(Next::Ignore(reason)) => {

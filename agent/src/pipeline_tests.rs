@@ -727,3 +727,152 @@ fn agent_own_sockets_are_ignored() {
     );
     assert_eq!(h.metric("agent_ignored_connection_records_total"), 2);
 }
+
+/// An HTTP/2 frame (for the h2c tests).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut v = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    v.extend_from_slice(&stream.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// `Upgrade: h2c`: the HTTP/1 session hands the upgrading request over to
+/// the HTTP/2 session, which answers it on stream 1 (with the frames that
+/// followed the 101 in the same write), then serves stream 3 in HTTP/2.
+#[test]
+fn h2c_upgrade_gives_the_upgraded_request_its_span() {
+    let mut h = Harness::new();
+    let pid = std::process::id();
+    let t = h.base;
+    h.open(pid, 1, Role::Server, t);
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let req = format!(
+        "GET /index.html HTTP/1.1\r\nHost: svc:8080\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+         Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nUser-Agent: curl/7.88.1\r\n\
+         traceparent: {tp}\r\n\r\n"
+    );
+    h.data(
+        pid,
+        1,
+        9,
+        Direction::Ingress,
+        req.as_bytes(),
+        t + 10,
+        t + 20,
+    );
+    let mut resp =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+    resp.extend(h2_frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]));
+    resp.extend(h2_frame(0x1, 0x4, 1, &[0x88]));
+    h.data(pid, 1, 9, Direction::Egress, &resp, t + 30, t + 40);
+    assert!(h.spans().is_empty(), "the 101 is not the answer");
+    let mut preface = crate::protocol::http2::frame::PREFACE.to_vec();
+    preface.extend(h2_frame(0x4, 0, 0, &[]));
+    h.data(pid, 1, 9, Direction::Ingress, &preface, t + 50, t + 60);
+    h.data(
+        pid,
+        1,
+        9,
+        Direction::Egress,
+        &h2_frame(0x0, 0x1, 1, b"hello"),
+        t + 70,
+        t + 80,
+    );
+    let span = h.one_span();
+    let a = attrs(&span);
+    assert_eq!(span.name, "GET");
+    assert_eq!(a["url.path"], "/index.html");
+    assert_eq!(a["http.response.status_code"], "200");
+    assert_eq!(a["network.protocol.version"], "2");
+    assert_eq!(a["server.address"], "svc");
+    assert_eq!(a["user_agent.original"], "curl/7.88.1");
+    assert_eq!(a["http.response.body.size"], "5");
+    assert_eq!(hex::<16>("4bf92f3577b34da6a3ce929d0e0e4736"), span.trace_id);
+    assert_eq!(span.end_unix_ns - span.start_unix_ns, 60);
+    // Stream 3, in HTTP/2 from the start: GET / → 404.
+    h.data(
+        pid,
+        1,
+        9,
+        Direction::Ingress,
+        &h2_frame(0x1, 0x5, 3, &[0x82, 0x86, 0x84]),
+        t + 90,
+        t + 100,
+    );
+    h.data(
+        pid,
+        1,
+        9,
+        Direction::Egress,
+        &h2_frame(0x1, 0x5, 3, &[0x8d]),
+        t + 110,
+        t + 120,
+    );
+    let span = h.one_span();
+    let a = attrs(&span);
+    assert_eq!(a["url.path"], "/");
+    assert_eq!(a["http.response.status_code"], "404");
+    assert_eq!(span.correlation.seq, 1);
+    assert_eq!(
+        h.metric(r#"agent_exchanges_total{protocol="http2",outcome="complete"}"#),
+        2
+    );
+    assert_eq!(
+        h.metric(r#"agent_exchanges_total{protocol="http1",outcome="complete"}"#),
+        0
+    );
+}
+
+/// A real `Upgrade: h2c` (curl --http2 → hypercorn, fixture
+/// `curl_h2c_upgrade_hypercorn`), seen from the server and from the
+/// client, fed whole and with every syscall split at every byte: one span,
+/// the upgrading request answered on stream 1 in HTTP/2.
+#[test]
+fn h2c_upgrade_real_capture_whole_and_split() {
+    let chunks = crate::protocol::http2::fixtures::chunks("curl_h2c_upgrade_hypercorn");
+    let run = |role: Role, split: Option<(usize, usize)>| -> SpanRecord {
+        let mut h = Harness::new();
+        let pid = std::process::id();
+        let t = h.base;
+        h.open(pid, 1, role, t);
+        for (i, (to_server, data)) in chunks.iter().enumerate() {
+            let dir = match (role, to_server) {
+                (Role::Server, true) | (Role::Client, false) => Direction::Ingress,
+                _ => Direction::Egress,
+            };
+            let at = t + 100 * (i as u64 + 1);
+            match split {
+                Some((c, cut)) if c == i => {
+                    h.data(pid, 1, 5, dir, &data[..cut], at, at + 10);
+                    h.data(pid, 1, 5, dir, &data[cut..], at, at + 10);
+                }
+                _ => h.data(pid, 1, 5, dir, data, at, at + 10),
+            }
+        }
+        h.one_span()
+    };
+    for role in [Role::Server, Role::Client] {
+        let whole = run(role, None);
+        let a = attrs(&whole);
+        assert_eq!(whole.name, "GET");
+        assert_eq!(a["http.response.status_code"], "200");
+        assert_eq!(a["network.protocol.version"], "2");
+        assert_eq!(a["user_agent.original"], "fixture-curl/1.0");
+        assert_eq!(a["http.response.body.size"], "21");
+        match role {
+            Role::Server => {
+                assert_eq!(a["url.path"], "/index.html");
+                assert_eq!(a["url.query"], "q=REDACTED");
+            }
+            _ => assert!(a["url.full"].ends_with("/index.html?q=REDACTED"), "{a:?}"),
+        }
+        for (i, (_, data)) in chunks.iter().enumerate() {
+            for cut in 1..data.len() {
+                let split = run(role, Some((i, cut)));
+                assert_eq!(attrs(&split), a, "{role:?}: chunk {i} cut at {cut}");
+                assert_eq!(split.duration_ns(), whole.duration_ns());
+            }
+        }
+    }
+}

@@ -17,11 +17,13 @@
 //! - [`postgres`] — a private PostgreSQL server, psql, pgbench and the
 //!   tokio-postgres client binary.
 //! - [`client`] — curl, the Rust client binary, raw sockets, malformed inputs.
+//! - [`grpc`] — gRPC echo servers and clients on tonic and grpcio.
 //! - [`semconv`] — the span contract as reusable checks.
 //! - [`procs`] — /proc helpers (RSS, children, rlimits).
 
 pub mod agent;
 pub mod client;
+pub mod grpc;
 pub mod otlp;
 pub mod postgres;
 pub mod procs;
@@ -42,6 +44,7 @@ macro_rules! test_bins {
         $crate::Bins {
             rust_http_server: ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_rust_http_server")),
             rust_http_client: ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_rust_http_client")),
+            grpc_echo: ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_grpc_echo")),
         }
     };
 }
@@ -51,6 +54,7 @@ macro_rules! test_bins {
 pub struct Bins {
     pub rust_http_server: PathBuf,
     pub rust_http_client: PathBuf,
+    pub grpc_echo: PathBuf,
 }
 
 /// The workspace root (parent of this crate's directory).

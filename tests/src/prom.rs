@@ -197,6 +197,21 @@ pub fn grep(text: &str, substr: &str) -> String {
         .join("\n")
 }
 
+/// The agent's loss, parse-error and HTTP/2 counters that are not zero,
+/// on one line (for failure messages).
+pub fn interesting(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            ["lost_total", "parse_errors", "hpack", "http2", "ignored"]
+                .iter()
+                .any(|k| l.contains(k))
+        })
+        .filter(|l| !l.ends_with(" 0"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -392,6 +392,12 @@ impl ServerProcess {
         }
     }
 
+    /// A server that is ready once it printed `LISTENING <port>` (no HTTP
+    /// probe: gRPC servers).
+    pub fn spawn_listening(cmd: Command, what: &str, dir: tempfile::TempDir) -> Self {
+        Self::spawn(cmd, what, dir, None)
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }

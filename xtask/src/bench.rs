@@ -68,6 +68,25 @@ pub enum Which {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// tonic echo server + tonic load client, unary gRPC over HTTP/2
+    /// cleartext, fixed concurrency at maximum rate.
+    Grpc {
+        /// Interleaved rounds (each runs bare and with the agent).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Seconds of load per run.
+        #[arg(long, default_value_t = 10)]
+        duration: u32,
+        /// Calls in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: u32,
+        /// HTTP/2 connections they share.
+        #[arg(long, default_value_t = 2)]
+        connections: u32,
+        /// Where to write the markdown report.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
@@ -112,19 +131,45 @@ pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
             eprintln!("report written to {}", out.display());
             Ok(())
         }
+        Which::Grpc {
+            rounds,
+            duration,
+            concurrency,
+            connections,
+            output,
+        } => {
+            let sink = build_sink(root)?;
+            let load = crate::bench_grpc::GrpcLoad {
+                echo: build_test_bin(root, "grpc_echo")?,
+                concurrency,
+                connections,
+                duration,
+            };
+            let report = crate::bench_grpc::run(agent, &sink, &load, rounds)?;
+            println!("{report}");
+            let out = output.unwrap_or_else(|| root.join("target/bench-grpc.md"));
+            fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("report written to {}", out.display());
+            Ok(())
+        }
     }
 }
 
 fn build_sink(root: &Path) -> Result<PathBuf> {
+    build_test_bin(root, "otlp_sink")
+}
+
+/// A release build of one of the agent-tests binaries.
+fn build_test_bin(root: &Path, name: &str) -> Result<PathBuf> {
     run_cmd(crate::cargo().current_dir(root).args([
         "build",
         "--release",
         "--package",
         "agent-tests",
         "--bin",
-        "otlp_sink",
+        name,
     ]))?;
-    Ok(root.join("target/release/otlp_sink"))
+    Ok(root.join("target/release").join(name))
 }
 
 pub(crate) fn free_port() -> Result<u16> {
@@ -321,28 +366,35 @@ pub(crate) fn metric_sum(metrics: &str, name: &str, label: Option<&str>) -> f64 
         .sum()
 }
 
-struct AgentRun {
-    wrk: WrkResult,
-    /// Requests nginx served during the run (stub_status), the reference
-    /// of the capture ratio.
-    served: u64,
-    cpu_s: f64,
-    peak_rss_kib: u64,
-    lost: f64,
-    server_spans: u64,
-    client_spans: u64,
-    dropped: f64,
+/// What the agent did during one loaded run.
+pub(crate) struct AgentStats {
+    pub cpu_s: f64,
+    pub peak_rss_kib: u64,
+    /// Losses, truncated payloads excluded (counted in `truncated`).
+    pub lost: f64,
+    pub truncated: f64,
+    pub dropped: f64,
+    /// Spans per (service, kind) the sink counted.
+    pub counts: HashMap<(String, String), u64>,
 }
 
-fn run_with_agent(
+impl AgentStats {
+    pub fn spans(&self, service: &str, kind: &str) -> u64 {
+        self.counts
+            .get(&(service.to_string(), kind.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Runs `load` with the agent exporting over OTLP/gRPC to a counting sink,
+/// then waits for the spans to settle.
+pub(crate) fn with_agent<T>(
     agent: &Path,
     sink_bin: &Path,
     dir: &Path,
-    nginx: &Nginx,
-    threads: u32,
-    connections: u32,
-    duration: u32,
-) -> Result<AgentRun> {
+    load: impl FnOnce() -> Result<T>,
+) -> Result<(T, AgentStats)> {
     let sink_port = free_port()?;
     let counts = dir.join("counts.txt");
     let _ = fs::remove_file(&counts);
@@ -388,12 +440,9 @@ fn run_with_agent(
         sleep(Duration::from_millis(100));
     }
     let pid = agent_proc.pid();
-    let served0 = nginx_requests(nginx.port)?;
     let cpu0 = cpu_seconds(pid)?;
-    let wrk = run_wrk(nginx.port, threads, connections, duration)?;
+    let result = load()?;
     let cpu1 = cpu_seconds(pid)?;
-    // Requests nginx served in between: both status requests excluded.
-    let served = nginx_requests(nginx.port)?.saturating_sub(served0 + 1);
     // Let the last spans be exported: wait until the counts stop moving.
     let mut last = 0;
     let mut stable_since = Instant::now();
@@ -415,31 +464,66 @@ fn run_with_agent(
         .unwrap_or_default();
     let peak_rss_kib = status_kib(pid, "VmHWM:");
     agent_proc.stop();
-    let c = read_counts(&counts);
+    let truncated = metric_sum(
+        &metrics,
+        "agent_events_lost_total",
+        Some("payload_truncated"),
+    );
+    Ok((
+        result,
+        AgentStats {
+            cpu_s: cpu1 - cpu0,
+            peak_rss_kib,
+            lost: metric_sum(&metrics, "agent_events_lost_total", None) - truncated,
+            truncated,
+            // `+ 0.0`: an empty f64 sum is -0.0, printed "-0".
+            dropped: metric_sum(&metrics, "agent_spans_dropped_total", None) + 0.0,
+            counts: read_counts(&counts),
+        },
+    ))
+}
+
+struct AgentRun {
+    wrk: WrkResult,
+    /// Requests nginx served during the run (stub_status), the reference
+    /// of the capture ratio.
+    served: u64,
+    cpu_s: f64,
+    peak_rss_kib: u64,
+    lost: f64,
+    server_spans: u64,
+    client_spans: u64,
+    dropped: f64,
+}
+
+fn run_with_agent(
+    agent: &Path,
+    sink_bin: &Path,
+    dir: &Path,
+    nginx: &Nginx,
+    threads: u32,
+    connections: u32,
+    duration: u32,
+) -> Result<AgentRun> {
+    let ((wrk, served), stats) = with_agent(agent, sink_bin, dir, || {
+        let served0 = nginx_requests(nginx.port)?;
+        let wrk = run_wrk(nginx.port, threads, connections, duration)?;
+        // Requests nginx served in between: both status requests excluded.
+        let served = nginx_requests(nginx.port)?.saturating_sub(served0 + 1);
+        Ok((wrk, served))
+    })?;
     Ok(AgentRun {
         wrk,
         served,
-        cpu_s: cpu1 - cpu0,
-        peak_rss_kib,
-        // Truncated payloads are counted as losses too, but the bench's own
-        // /metrics scrape is the only truncated traffic here.
-        lost: metric_sum(&metrics, "agent_events_lost_total", None)
-            - metric_sum(
-                &metrics,
-                "agent_events_lost_total",
-                Some("payload_truncated"),
-            ),
+        cpu_s: stats.cpu_s,
+        peak_rss_kib: stats.peak_rss_kib,
+        // Truncated payloads are counted apart: the bench's own /metrics
+        // scrape is the only truncated traffic here.
+        lost: stats.lost,
         // The two status requests are nginx server spans too.
-        server_spans: c
-            .get(&("nginx".to_string(), "server".to_string()))
-            .copied()
-            .unwrap_or(0)
-            .saturating_sub(2),
-        client_spans: c
-            .get(&("wrk".to_string(), "client".to_string()))
-            .copied()
-            .unwrap_or(0),
-        dropped: metric_sum(&metrics, "agent_spans_dropped_total", None),
+        server_spans: stats.spans("nginx", "server").saturating_sub(2),
+        client_spans: stats.spans("wrk", "client"),
+        dropped: stats.dropped,
     })
 }
 

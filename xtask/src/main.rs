@@ -6,6 +6,7 @@
 //! `rust-src` component (build-std), and the real peers the tests drive.
 
 mod bench;
+mod bench_grpc;
 mod bench_postgres;
 mod setup;
 

@@ -34,6 +34,15 @@ const APT_PACKAGES: &[&str] = &[
 /// kubernetes-validate (PyPI): the Kubernetes schemas, offline.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
+/// PyPI packages for the gRPC and h2c tests (grpcio; hypercorn, an ASGI
+/// server that accepts `Upgrade: h2c`), installed into a venv at
+/// `target/grpc-venv` (Debian's Python is externally managed).
+const PIP_PACKAGES: &[&str] = &["grpcio==1.85.3", "hypercorn==0.18.0"];
+
+/// The venv the gRPC tests run their grpcio peers with (see
+/// `tests/src/grpc.rs`).
+pub const GRPC_VENV: &str = "target/grpc-venv";
+
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 pub fn run() -> Result<()> {
@@ -41,6 +50,7 @@ pub fn run() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     kubernetes_validate()?;
+    grpc_venv()?;
     Ok(())
 }
 
@@ -60,6 +70,31 @@ fn kubernetes_validate() -> Result<()> {
         Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
             .arg(KUBERNETES_VALIDATE),
+    )
+}
+
+/// A Python venv with grpcio, created once; a no-op when it imports.
+fn grpc_venv() -> Result<()> {
+    let venv = crate::workspace_root().join(GRPC_VENV);
+    let python = venv.join("bin/python");
+    if quiet(Command::new(&python).args(["-c", "import grpc, hypercorn"])) {
+        return Ok(());
+    }
+    eprintln!("setup: installing {PIP_PACKAGES:?} into {}", venv.display());
+    if !python.exists() {
+        // The system interpreter (not a pyenv shim), so the venv works for
+        // every user of the machine.
+        let base = if std::path::Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
+        run_cmd(Command::new(base).args(["-m", "venv"]).arg(&venv))?;
+    }
+    run_cmd(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(PIP_PACKAGES),
     )
 }
 

@@ -10,6 +10,7 @@
 //! spans to the [`Emit`] it is given.
 
 pub mod http1;
+pub mod http2;
 pub mod postgres;
 
 use std::{net::IpAddr, sync::Arc};
@@ -162,6 +163,19 @@ pub enum Next {
     Switch(Protocol),
 }
 
+/// What a session hands to the next one when its connection switches
+/// protocol ([`Next::Switch`]).
+#[derive(Debug, Default)]
+pub struct Handover {
+    /// `Upgrade: h2c`: the HTTP/1 request that asked for the upgrade,
+    /// answered in HTTP/2 on stream 1.
+    pub upgraded_request: Option<http1::session::UpgradedRequest>,
+    /// Bytes the switching syscall moved after the switching message (the
+    /// first bytes of the new protocol), to be fed to the new session with
+    /// that syscall's direction, times and uncaptured count.
+    pub rest: Vec<u8>,
+}
+
 /// One connection's protocol state: sans-IO, bounded, never panics on
 /// bad input.
 pub trait Session: Send {
@@ -173,12 +187,17 @@ pub trait Session: Send {
     fn close(&mut self, now_ns: u64, emit: &mut Emit<'_>);
     /// No exchange in progress (the connection may be forgotten when idle).
     fn is_idle(&self) -> bool;
+    /// After [`Next::Switch`]: the state the next protocol's session needs.
+    fn take_handover(&mut self) -> Option<Handover> {
+        None
+    }
 }
 
 /// Protocol settings, taken from the configuration once.
 #[derive(Clone, Debug)]
 pub struct ProtocolConfig {
     pub http1: http1::Http1Config,
+    pub http2: http2::Http2Config,
     pub postgres: postgres::PgConfig,
 }
 
@@ -186,6 +205,7 @@ impl ProtocolConfig {
     pub fn from_config(cfg: &Config) -> Self {
         Self {
             http1: http1::Http1Config::from_config(cfg),
+            http2: http2::Http2Config::from_config(cfg),
             postgres: postgres::PgConfig::from_config(cfg),
         }
     }
@@ -200,8 +220,25 @@ pub fn new_session(
 ) -> Option<Box<dyn Session>> {
     match protocol {
         Protocol::Http1 => Some(Box::new(http1::Http1Conn::new(kind, &cfg.http1))),
+        Protocol::Http2 => Some(Box::new(http2::Http2Conn::new(kind, &cfg.http2))),
         Protocol::Postgres => Some(Box::new(postgres::PgConn::new(kind, &cfg.postgres))),
         _ => None,
+    }
+}
+
+/// The session of a connection that switched to `protocol` ([`Next::Switch`]),
+/// continuing from what the previous session handed over.
+pub fn switch_session(
+    protocol: Protocol,
+    kind: SpanKind,
+    cfg: &ProtocolConfig,
+    handover: &Handover,
+) -> Option<Box<dyn Session>> {
+    match protocol {
+        Protocol::Http2 => Some(Box::new(http2::Http2Conn::upgraded(
+            kind, &cfg.http2, handover,
+        ))),
+        _ => new_session(protocol, kind, cfg),
     }
 }
 
@@ -211,6 +248,7 @@ pub fn new_session(
 pub fn infer_kind(protocol: Protocol, direction: Direction, first: &[u8]) -> Option<SpanKind> {
     match protocol {
         Protocol::Http1 => http1::infer_kind(direction, first),
+        Protocol::Http2 => http2::infer_kind(direction, first),
         Protocol::Postgres => postgres::infer_kind(direction, first),
         _ => None,
     }

@@ -95,7 +95,39 @@ fn version(head: &Head) -> &'static str {
     }
 }
 
-/// Builds the span of one exchange.
+/// A request as far as it is known, whatever the HTTP version carried it.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    pub method: Option<&'a Method>,
+    /// `:scheme` (HTTP/2); HTTP/1 is always `http` here (cleartext).
+    pub scheme: Option<&'a str>,
+    /// Request target (origin or absolute form, HTTP/1) or `:path`
+    /// (HTTP/2). `None`: not known (an unresolved HTTP/2 header).
+    pub target: Option<&'a str>,
+    /// `Host` or `:authority`.
+    pub authority: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
+    pub tracestate: Option<&'a str>,
+    /// `network.protocol.version`: `1.0`, `1.1`, `2`.
+    pub version: &'static str,
+}
+
+/// One finished HTTP exchange, protocol-neutral.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpCall<'a> {
+    pub request: HttpRequest<'a>,
+    pub status: Option<u16>,
+    pub outcome: Outcome,
+    /// Kernel monotonic nanoseconds.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Order of the exchange on its connection.
+    pub seq: u64,
+    pub tid: u32,
+}
+
+/// Builds the span of one HTTP/1 exchange.
 pub fn exchange_span(
     ex: &HttpExchange,
     conn: &ConnContext<'_>,
@@ -103,94 +135,82 @@ pub fn exchange_span(
     clock: &Clock,
 ) -> SpanRecord {
     let req = &ex.request;
-    let mut attrs = Vec::with_capacity(14);
-    let method = method_attrs(req.method.as_ref(), &mut attrs);
-    let target = req.target.as_deref().unwrap_or("");
-    let (path, query, target_authority) = split_target(target);
-    let authority = target_authority.or(req.host.as_deref());
+    let call = HttpCall {
+        request: HttpRequest {
+            method: req.method.as_ref(),
+            scheme: None,
+            target: Some(req.target.as_deref().unwrap_or("")),
+            authority: req.host.as_deref(),
+            user_agent: req.user_agent.as_deref(),
+            traceparent: req.traceparent.as_deref(),
+            tracestate: req.tracestate.as_deref(),
+            version: version(req),
+        },
+        status: ex.response.as_ref().and_then(|r| r.status),
+        outcome: ex.outcome,
+        start_ns: ex.start_ns,
+        end_ns: ex.end_ns,
+        seq: ex.seq,
+        tid: ex.tid,
+    };
+    http_span(&call, conn, redactor, clock, Vec::new())
+}
 
-    attrs.push(KeyValue::new("network.protocol.version", version(req)));
+/// `network.peer.*` of the connection.
+pub(crate) fn peer_attrs(conn: &ConnContext<'_>, attrs: &mut Vec<KeyValue>) {
     attrs.push(KeyValue::new(
         "network.peer.address",
         Arc::clone(conn.remote_ip),
     ));
     attrs.push(KeyValue::new("network.peer.port", i64::from(conn.remote.1)));
-    if let Some(ua) = &req.user_agent {
-        attrs.push(KeyValue::new(
-            "user_agent.original",
-            cut(ua, MAX_VALUE_LEN).to_string(),
-        ));
-    }
+}
 
-    match conn.kind {
-        SpanKind::Server => {
-            attrs.push(KeyValue::new("url.scheme", "http"));
-            attrs.push(KeyValue::new(
-                "url.path",
-                cut(path, MAX_VALUE_LEN).to_string(),
-            ));
-            if let Some(q) = query {
-                attrs.push(KeyValue::new("url.query", redactor.query(q)));
-            }
-            let (host, port) = match authority {
-                Some(a) => {
-                    let (h, p) = split_authority(a);
-                    (Arc::<str>::from(h), p.unwrap_or(80))
-                }
-                None => (Arc::clone(conn.local_ip), conn.local.1),
-            };
-            attrs.push(KeyValue::new("server.address", host));
-            attrs.push(KeyValue::new("server.port", i64::from(port)));
-            attrs.push(KeyValue::new("client.address", Arc::clone(conn.remote_ip)));
-            attrs.push(KeyValue::new("client.port", i64::from(conn.remote.1)));
+/// `server.address`/`server.port` from the authority (else the socket),
+/// and for server spans `client.address`/`client.port`.
+pub(crate) fn endpoint_attrs(
+    conn: &ConnContext<'_>,
+    authority: Option<&str>,
+    default_port: u16,
+    attrs: &mut Vec<KeyValue>,
+) {
+    let (host, port) = match authority {
+        Some(a) => {
+            let (h, p) = split_authority(a);
+            (Arc::<str>::from(h), p.unwrap_or(default_port))
         }
-        SpanKind::Client => {
-            let (host, port, authority) = match authority {
-                Some(a) => {
-                    let a = strip_userinfo(a);
-                    let (h, p) = split_authority(a);
-                    (Arc::<str>::from(h), p.unwrap_or(80), a.to_string())
-                }
-                None => {
-                    let h = Arc::clone(conn.remote_ip);
-                    let authority = match conn.remote.0 {
-                        IpAddr::V6(_) => format!("[{h}]:{}", conn.remote.1),
-                        IpAddr::V4(_) => format!("{h}:{}", conn.remote.1),
-                    };
-                    (h, conn.remote.1, authority)
-                }
-            };
-            let mut url = format!("http://{authority}{path}");
-            if let Some(q) = query {
-                url.push('?');
-                url.push_str(&redactor.query(q));
-            }
-            attrs.push(KeyValue::new(
-                "url.full",
-                cut(&url, MAX_VALUE_LEN).to_string(),
-            ));
-            attrs.push(KeyValue::new("server.address", host));
-            attrs.push(KeyValue::new("server.port", i64::from(port)));
-        }
+        None => match conn.kind {
+            SpanKind::Server => (Arc::clone(conn.local_ip), conn.local.1),
+            SpanKind::Client => (Arc::clone(conn.remote_ip), conn.remote.1),
+        },
+    };
+    attrs.push(KeyValue::new("server.address", host));
+    attrs.push(KeyValue::new("server.port", i64::from(port)));
+    if conn.kind == SpanKind::Server {
+        attrs.push(KeyValue::new("client.address", Arc::clone(conn.remote_ip)));
+        attrs.push(KeyValue::new("client.port", i64::from(conn.remote.1)));
     }
+}
 
-    let status_code = ex.response.as_ref().and_then(|r| r.status);
-    if let Some(code) = status_code {
-        attrs.push(KeyValue::new("http.response.status_code", i64::from(code)));
-    }
-    let status = span_status(conn.kind, status_code, ex.outcome, &mut attrs);
-
-    let (trace_id, parent_span_id, parent_is_remote, trace_flags) =
-        match req.traceparent.as_deref().and_then(TraceParent::parse) {
-            Some(tp) => (tp.trace_id, tp.parent_id, true, tp.flags),
-            None => (new_trace_id(), [0; 8], false, 1),
-        };
-    let trace_state = req
-        .traceparent
-        .as_ref()
-        .and(req.tracestate.as_deref())
-        .map(|s| cut(s, 512).to_string());
-
+/// The finished span: trace context from an incoming `traceparent` (else a
+/// new trace), times, resource and correlation facts.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn assemble(
+    conn: &ConnContext<'_>,
+    clock: &Clock,
+    name: Cow<'static, str>,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+    (start_ns, end_ns): (u64, u64),
+    (seq, tid): (u64, u32),
+    attributes: Vec<KeyValue>,
+    status: SpanStatus,
+) -> SpanRecord {
+    let parent = traceparent.and_then(TraceParent::parse);
+    let (trace_id, parent_span_id, parent_is_remote, trace_flags) = match parent {
+        Some(tp) => (tp.trace_id, tp.parent_id, true, tp.flags),
+        None => (new_trace_id(), [0; 8], false, 1),
+    };
+    let trace_state = parent.and(tracestate).map(|s| cut(s, 512).to_string());
     SpanRecord {
         trace_id,
         span_id: new_span_id(),
@@ -199,19 +219,119 @@ pub fn exchange_span(
         trace_flags,
         trace_state,
         kind: conn.kind,
-        name: Cow::Borrowed(method),
-        start_unix_ns: clock.unix_ns(ex.start_ns),
-        end_unix_ns: clock.unix_ns(ex.end_ns),
-        attributes: attrs,
+        name,
+        start_unix_ns: clock.unix_ns(start_ns),
+        end_unix_ns: clock.unix_ns(end_ns),
+        attributes,
         status,
         resource: Arc::clone(conn.resource),
         correlation: Correlation {
             netns: conn.netns,
             local: conn.local,
             remote: conn.remote,
-            seq: ex.seq,
-            tid: ex.tid,
+            seq,
+            tid,
         },
+    }
+}
+
+/// Builds the span of one exchange, any HTTP version. `extra` attributes
+/// are appended (e.g. what HTTP/2 could not resolve).
+pub fn http_span(
+    call: &HttpCall<'_>,
+    conn: &ConnContext<'_>,
+    redactor: &Redactor,
+    clock: &Clock,
+    extra: Vec<KeyValue>,
+) -> SpanRecord {
+    let req = &call.request;
+    let mut attrs = Vec::with_capacity(14 + extra.len());
+    let method = method_attrs(req.method, &mut attrs);
+    let (path, query, target_authority) = match req.target {
+        Some(t) => {
+            let (p, q, a) = split_target(t);
+            (Some(p), q, a)
+        }
+        None => (None, None, None),
+    };
+    let authority = target_authority.or(req.authority).map(strip_userinfo);
+    let scheme = match req.scheme {
+        Some(s) if s.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let default_port = if scheme == "https" { 443 } else { 80 };
+
+    attrs.push(KeyValue::new("network.protocol.version", req.version));
+    peer_attrs(conn, &mut attrs);
+    if let Some(ua) = req.user_agent {
+        attrs.push(KeyValue::new(
+            "user_agent.original",
+            cut(ua, MAX_VALUE_LEN).to_string(),
+        ));
+    }
+
+    match conn.kind {
+        SpanKind::Server => {
+            attrs.push(KeyValue::new("url.scheme", scheme));
+            if let Some(path) = path {
+                attrs.push(KeyValue::new(
+                    "url.path",
+                    cut(path, MAX_VALUE_LEN).to_string(),
+                ));
+            }
+            if let Some(q) = query {
+                attrs.push(KeyValue::new("url.query", redactor.query(q)));
+            }
+        }
+        SpanKind::Client => {
+            let authority = match authority {
+                Some(a) => a.to_string(),
+                None => match conn.remote.0 {
+                    IpAddr::V6(_) => format!("[{}]:{}", conn.remote_ip, conn.remote.1),
+                    IpAddr::V4(_) => format!("{}:{}", conn.remote_ip, conn.remote.1),
+                },
+            };
+            let mut url = format!("{scheme}://{authority}{}", path.unwrap_or(""));
+            if let Some(q) = query {
+                url.push('?');
+                url.push_str(&redactor.query(q));
+            }
+            attrs.push(KeyValue::new(
+                "url.full",
+                cut(&url, MAX_VALUE_LEN).to_string(),
+            ));
+        }
+    }
+    endpoint_attrs(conn, authority, default_port, &mut attrs);
+
+    if let Some(code) = call.status {
+        attrs.push(KeyValue::new("http.response.status_code", i64::from(code)));
+    }
+    let status = span_status(conn.kind, call.status, call.outcome, &mut attrs);
+    attrs.extend(extra);
+    assemble(
+        conn,
+        clock,
+        Cow::Borrowed(method),
+        req.traceparent,
+        req.tracestate,
+        (call.start_ns, call.end_ns),
+        (call.seq, call.tid),
+        attrs,
+        status,
+    )
+}
+
+/// `error.type` and description of an exchange that did not end normally.
+pub(crate) fn transport_error(outcome: Outcome) -> Option<(&'static str, &'static str)> {
+    match outcome {
+        Outcome::Timeout => Some(("timeout", "no response before the request timeout")),
+        Outcome::ConnectionClosed => Some((
+            "connection_closed",
+            "the connection closed before the response completed",
+        )),
+        Outcome::Reset => Some(("reset", "the peer reset the exchange")),
+        Outcome::Complete | Outcome::Truncated => None,
     }
 }
 
@@ -224,15 +344,7 @@ fn span_status(
     outcome: Outcome,
     attrs: &mut Vec<KeyValue>,
 ) -> SpanStatus {
-    let transport_error = match outcome {
-        Outcome::Timeout => Some(("timeout", "no response before the request timeout")),
-        Outcome::ConnectionClosed => Some((
-            "connection_closed",
-            "the connection closed before the response completed",
-        )),
-        Outcome::Reset => Some(("reset", "the peer reset the exchange")),
-        Outcome::Complete | Outcome::Truncated => None,
-    };
+    let transport_error = transport_error(outcome);
     if let Some((error_type, description)) = transport_error {
         attrs.push(KeyValue::new("error.type", error_type));
         return SpanStatus::Error {

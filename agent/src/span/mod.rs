@@ -11,6 +11,7 @@
 
 pub mod context;
 pub mod db;
+pub mod grpc;
 pub mod http;
 pub mod model;
 pub mod redact;

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub exchanges_vec: IntCounterVec,
     pub http_orphan_responses: IntCounter,
     pub http_pending_overflow: IntCounter,
+    pub http2_orphan_frames: IntCounter,
+    pub http2_stream_overflow: IntCounter,
+    pub hpack_unresolved_fields: IntCounter,
     pub postgres_events: IntCounterVec,
     pub connections_opened: IntCounter,
     pub connections_ignored: IntCounterVec,
@@ -161,6 +164,19 @@ impl Metrics {
             http_pending_overflow: counter(
                 "agent_http_pending_overflow_total",
                 "HTTP requests dropped because too many awaited a response on one connection.",
+            ),
+            http2_orphan_frames: counter(
+                "agent_http2_orphan_frames_total",
+                "HTTP/2 response frames on streams the agent did not see begin (joined mid-stream).",
+            ),
+            http2_stream_overflow: counter(
+                "agent_http2_stream_overflow_total",
+                "HTTP/2 streams not traced because http2.max_streams were open on the connection.",
+            ),
+            hpack_unresolved_fields: counter(
+                "agent_hpack_unresolved_fields_total",
+                "HTTP/2 header fields whose HPACK dynamic-table entry the agent never saw \
+                 (exported spans lack them and carry agent.hpack.unresolved_fields).",
             ),
             postgres_events: counter_vec(
                 "agent_postgres_events_total",

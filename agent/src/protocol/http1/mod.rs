@@ -12,7 +12,7 @@ use self::{
     parser::{Limits, MessageKind},
     session::{Http1Session, HttpExchange},
 };
-use super::{DataIn, Emit, Next, Session};
+use super::{DataIn, Emit, Handover, Next, Session};
 use crate::{config::Config, span::SpanKind};
 
 /// HTTP/1 settings.
@@ -102,6 +102,14 @@ impl Session for Http1Conn {
 
     fn is_idle(&self) -> bool {
         self.session.is_idle()
+    }
+
+    fn take_handover(&mut self) -> Option<Handover> {
+        let (upgraded_request, rest) = self.session.take_h2c();
+        Some(Handover {
+            upgraded_request,
+            rest,
+        })
     }
 }
 

@@ -127,7 +127,7 @@ impl Method {
         }
     }
 
-    fn from_token(token: &str) -> Self {
+    pub(crate) fn from_token(token: &str) -> Self {
         match token {
             "GET" => Self::Get,
             "HEAD" => Self::Head,
@@ -363,18 +363,26 @@ impl Parser {
 
     /// Feeds one syscall: `data` is what was captured, `gap` the number of
     /// bytes the same syscall moved after `data` that were not captured.
-    pub fn feed(&mut self, data: &[u8], gap: u64, sink: &mut impl Sink) {
+    /// Returns how many bytes of `data` belong to HTTP/1: all of them,
+    /// except after a message that switched protocols (101) in this feed,
+    /// where the rest is the new protocol's.
+    pub fn feed(&mut self, data: &[u8], gap: u64, sink: &mut impl Sink) -> usize {
         if matches!(self.state, State::Desynced) && plausible_start(self.kind, data) {
             self.state = State::Idle;
         }
+        let was_stopped = self.is_stopped();
         let mut rest = data;
         while !rest.is_empty() {
+            if !was_stopped && self.is_stopped() {
+                return data.len() - rest.len();
+            }
             let used = self.step(rest, sink);
             rest = rest.get(used..).unwrap_or_default();
         }
         if gap > 0 {
             self.skip_gap(gap, sink);
         }
+        data.len()
     }
 
     /// The connection ended. A body delimited by close ends here; a message

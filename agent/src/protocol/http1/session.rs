@@ -24,6 +24,17 @@ pub enum Upgrade {
     Opaque,
 }
 
+/// The request of an `Upgrade: h2c` exchange answered with 101: its
+/// response comes in HTTP/2, on stream 1.
+#[derive(Debug)]
+pub struct UpgradedRequest {
+    pub head: Head,
+    pub start_ns: u64,
+    pub tid: u32,
+    pub seq: u64,
+    pub body_bytes: u64,
+}
+
 /// A request and (if any) its response.
 #[derive(Debug)]
 pub struct HttpExchange {
@@ -91,6 +102,10 @@ struct State {
     upgraded: bool,
     /// The 101 response switched to HTTP/2 (`Upgrade: h2c`).
     upgraded_to_h2c: bool,
+    /// The h2c request awaiting its HTTP/2 response.
+    h2c_request: Option<UpgradedRequest>,
+    /// Bytes after the 101 in the syscall that carried it (HTTP/2 frames).
+    h2c_rest: Vec<u8>,
     now: EventTimes,
     /// Start timestamp rule for the stream being fed.
     start_at_enter: bool,
@@ -122,6 +137,8 @@ impl Http1Session {
                 response: None,
                 upgraded: false,
                 upgraded_to_h2c: false,
+                h2c_request: None,
+                h2c_rest: Vec::new(),
                 now: EventTimes::default(),
                 start_at_enter: false,
                 last_ns: 0,
@@ -151,9 +168,22 @@ impl Http1Session {
         if requests {
             self.requests.feed(data, gap, &mut RequestSink { st });
         } else {
-            self.responses
+            let used = self
+                .responses
                 .feed(data, gap, &mut ResponseSink { st, out });
+            if st.upgraded_to_h2c && used < data.len() {
+                st.h2c_rest = data[used..].to_vec();
+            }
         }
+    }
+
+    /// After an h2c upgrade: the upgrading request and the HTTP/2 bytes
+    /// that followed the 101 in its syscall.
+    pub fn take_h2c(&mut self) -> (Option<UpgradedRequest>, Vec<u8>) {
+        (
+            self.state.h2c_request.take(),
+            std::mem::take(&mut self.state.h2c_rest),
+        )
     }
 
     /// Reports requests that have waited longer than `timeout_ns` for a
@@ -428,10 +458,30 @@ impl Sink for ResponseSink<'_> {
     }
 
     fn upgraded(&mut self, upgrade: Option<&str>) {
-        // The 101 (or CONNECT 2xx) response completes its request.
-        self.complete(0, Outcome::Complete);
+        let h2c = upgrade.is_some_and(|u| u.trim().eq_ignore_ascii_case("h2c"))
+            && self
+                .st
+                .response
+                .as_ref()
+                .and_then(|r| r.head.as_ref())
+                .is_some_and(|h| h.status == Some(101));
+        if h2c && self.st.dropped_front == 0 {
+            // The request is answered in HTTP/2 (stream 1): hand it over
+            // instead of ending it with the 101.
+            self.st.response = None;
+            self.st.h2c_request = self.st.pending.pop_front().map(|p| UpgradedRequest {
+                head: p.head,
+                start_ns: p.start_ns,
+                tid: p.tid,
+                seq: p.seq,
+                body_bytes: p.body_bytes,
+            });
+        } else {
+            // The 101 (or CONNECT 2xx) response completes its request.
+            self.complete(0, Outcome::Complete);
+        }
         self.st.upgraded = true;
-        self.st.upgraded_to_h2c = upgrade.is_some_and(|u| u.trim().eq_ignore_ascii_case("h2c"));
+        self.st.upgraded_to_h2c = h2c;
     }
 }
 
