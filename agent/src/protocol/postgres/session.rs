@@ -1119,14 +1119,9 @@ impl Sink for BackendSink<'_> {
             }
             b'A' => self.st.counts.notifications += 1,
             b'V' => self.pop_if(|u| matches!(u, Unit::FunctionCall)),
-            b'R' => {
-                if backend::auth_code(m.body) == Some(0) {
-                    // AuthenticationOk: ParameterStatus, BackendKeyData and
-                    // ReadyForQuery follow.
-                }
-            }
-            // ParameterDescription, ParameterStatus, BackendKeyData,
-            // CopyIn/Out data and done, NegotiateProtocolVersion.
+            // Authentication requests, ParameterDescription, ParameterStatus,
+            // BackendKeyData, CopyIn/Out data and done,
+            // NegotiateProtocolVersion.
             _ => {}
         }
     }
