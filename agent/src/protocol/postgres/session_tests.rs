@@ -139,7 +139,7 @@ fn run_with(calls: &[Call], is_server: bool, limits: Limits) -> Run {
         add(&mut counts, &c);
         desyncs.extend(s.take_desyncs());
     }
-    let idle = s.is_idle();
+    let idle = s.pending() == 0;
     let stop = s.stopped();
     let info = s.info().clone();
     s.close(1_000_000_000, &mut out);
