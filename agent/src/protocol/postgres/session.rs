@@ -71,8 +71,8 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryText {
     /// Sanitized (or, with sanitization off, trimmed) statement text.
-    pub text: String,
-    pub summary: Option<String>,
+    pub text: Arc<str>,
+    pub summary: Option<Arc<str>>,
     /// The text was longer than captured or kept.
     pub truncated: bool,
 }
@@ -116,9 +116,9 @@ pub struct PgStatement {
 /// What the StartupMessage said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnInfo {
-    pub database: Option<String>,
-    pub user: Option<String>,
-    pub application_name: Option<String>,
+    pub database: Option<Arc<str>>,
+    pub user: Option<Arc<str>>,
+    pub application_name: Option<Arc<str>>,
 }
 
 /// Things worth counting that are not statements (`agent_postgres_events_total`).
@@ -543,9 +543,9 @@ impl State {
             sql::trimmed(&s, max)
         };
         Arc::new(QueryText {
-            summary: sql::summarize(&s),
+            summary: sql::summarize(&s).map(Arc::from),
             truncated: cut || s.len() > max,
-            text,
+            text: text.into(),
         })
     }
 

@@ -75,9 +75,9 @@ impl Sink for FrontendSink<'_> {
             0 => match frontend::untyped(m.body) {
                 Untyped::Startup(p) => {
                     self.st.info = ConnInfo {
-                        database: p.database,
-                        user: p.user,
-                        application_name: p.application_name,
+                        database: p.database.map(Arc::from),
+                        user: p.user.map(Arc::from),
+                        application_name: p.application_name.map(Arc::from),
                     };
                     self.st.counts.startups += 1;
                     self.st.push(Unit::Startup);
