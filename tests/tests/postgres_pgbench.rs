@@ -29,10 +29,14 @@ struct Run {
     to_ns: u64,
 }
 
+/// Spans inside a run's wall-clock window (with a margin for the
+/// monotonic-to-wall conversion; runs are separated by process start-up and
+/// pgbench's own setup queries, which have other names).
 fn in_window(spans: &[ReceivedSpan], r: &Run) -> Vec<ReceivedSpan> {
+    const MARGIN_NS: u64 = 5_000_000;
     spans
         .iter()
-        .filter(|s| s.start_ns >= r.from_ns && s.end_ns <= r.to_ns)
+        .filter(|s| s.start_ns + MARGIN_NS >= r.from_ns && s.end_ns <= r.to_ns + MARGIN_NS)
         .cloned()
         .collect()
 }
