@@ -70,7 +70,7 @@ fn syscalls(mut input: &[u8]) -> Vec<Call> {
 /// What is compared between runs.
 fn key(s: &PgStatement) -> (String, Option<String>, Option<u64>, Option<String>, bool) {
     let text = match &s.text {
-        StatementText::Known(q) => q.text.clone(),
+        StatementText::Known(q) => q.text.to_string(),
         StatementText::Unknown { statement, portal } => format!("?{statement:?}{portal:?}"),
     };
     (

@@ -29,10 +29,16 @@ struct Run {
     to_ns: u64,
 }
 
+/// Pause between runs, so that their windows are well apart.
+const BETWEEN_RUNS: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// Spans inside a run's wall-clock window, with a margin (well below
+/// [`BETWEEN_RUNS`]) for the monotonic-to-wall conversion.
 fn in_window(spans: &[ReceivedSpan], r: &Run) -> Vec<ReceivedSpan> {
+    const MARGIN_NS: u64 = 50_000_000;
     spans
         .iter()
-        .filter(|s| s.start_ns >= r.from_ns && s.end_ns <= r.to_ns)
+        .filter(|s| s.start_ns + MARGIN_NS >= r.from_ns && s.end_ns <= r.to_ns + MARGIN_NS)
         .cloned()
         .collect()
 }
@@ -63,6 +69,7 @@ fn pgbench_simple_extended_prepared_and_pipelined() {
     let t = TRANSACTIONS.to_string();
     let mut runs = Vec::new();
     for mode in ["simple", "extended", "prepared"] {
+        std::thread::sleep(BETWEEN_RUNS);
         let from_ns = unix_now_ns();
         let (out, pid) = pg.pgbench(&["-n", "-S", "-M", mode, "-c", &c, "-j", "1", "-t", &t]);
         let text = String::from_utf8_lossy(&out.stdout);
@@ -79,6 +86,7 @@ fn pgbench_simple_extended_prepared_and_pipelined() {
             to_ns: unix_now_ns(),
         });
     }
+    std::thread::sleep(BETWEEN_RUNS);
     let from_ns = unix_now_ns();
     let script_path = script.path().to_str().expect("utf-8 path");
     let (out, pid) = pg.pgbench(&[

@@ -13,14 +13,17 @@ use agent_tests::postgres::{PgClient, PostgresServer, count_by_name};
 use agent_tests::semconv::assert_no_problems;
 use agent_tests::{SETTLE, SPAN_WAIT};
 
-/// (name, operation, rows, error, suspended) of each statement, in order.
-fn expected() -> Vec<(
+/// (name, operation, rows, error, suspended) of a statement.
+type Expected = (
     &'static str,
     Option<&'static str>,
     i64,
     Option<&'static str>,
     bool,
-)> {
+);
+
+/// Each statement, in order.
+fn expected() -> Vec<Expected> {
     let mut v = vec![
         ("DROP TABLE rs_items", Some("DROP TABLE"), 0, None, false),
         (

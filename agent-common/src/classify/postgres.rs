@@ -71,7 +71,7 @@ pub fn postgres(b: &[u8; CLASSIFY_BYTES], len: usize, total: u64) -> bool {
         return false;
     }
     let l = be32(b, 1);
-    if l < 4 || l > MAX_LEN || u64::from(l) + 1 > total {
+    if !(4..=MAX_LEN).contains(&l) || u64::from(l) + 1 > total {
         return false;
     }
     let l = l as usize;
@@ -271,7 +271,7 @@ fn row_description(b: &[u8; CLASSIFY_BYTES], len: usize, l: usize) -> bool {
         return false;
     }
     let n = u16::from_be_bytes([b[5], b[6]]) as usize;
-    n >= 1 && n <= 1664 && l >= 6 + 19 * n && name_byte(b[7])
+    (1..=1664).contains(&n) && l >= 6 + 19 * n && name_byte(b[7])
 }
 
 /// ErrorResponse / NoticeResponse: the `S` field, a severity word, NUL.

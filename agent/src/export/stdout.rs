@@ -39,12 +39,17 @@ pub fn format_span(span: &SpanRecord) -> String {
     let target = span
         .attr("url.path")
         .or_else(|| span.attr("url.full"))
+        .or_else(|| span.attr("db.namespace"))
         .map(value)
         .unwrap_or_default();
     let status = span
         .attr("http.response.status_code")
         .map(value)
         .or_else(|| span.attr("error.type").map(value))
+        .or_else(|| {
+            span.attr("db.response.returned_rows")
+                .map(|r| format!("{} rows", value(r)))
+        })
         .unwrap_or_else(|| "-".to_string());
     let error = match &span.status {
         SpanStatus::Error { .. } => " ERROR",

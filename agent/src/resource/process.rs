@@ -330,8 +330,11 @@ impl ProcessInfo {
         let command_line = join_command_line(&snap.cmdline);
         let argv0 = snap.cmdline.split(|&b| b == 0).next().unwrap_or_default();
         let argv0 = String::from_utf8_lossy(argv0);
+        // A process may rewrite its arguments into a title ("postgres:
+        // user db 10.0.0.1(5432) idle", "nginx: worker process"): a first
+        // argument with spaces is no path, and `comm` names it better.
         let executable_name = base_name(&argv0)
-            .filter(|name| !name.starts_with('-'))
+            .filter(|name| !name.starts_with('-') && !name.contains(' '))
             .map_or_else(|| snap.comm.clone(), str::to_owned);
         let env = OtelEnv::from_environ(&snap.environ, snap.environ_truncated);
         let (service_name, service_name_source) = choose_service_name(&env, &executable_name);
@@ -720,6 +723,20 @@ mod tests {
         );
         assert_eq!(info.service_name, "batch-job");
         assert_eq!(info.service_name_source, ServiceNameSource::ServiceNameVar);
+    }
+
+    #[test]
+    fn snapshot_with_a_process_title() {
+        // A PostgreSQL backend rewrites its arguments into a title.
+        let snap = ProcessSnapshot {
+            comm: "postgres".into(),
+            cmdline: b"postgres: app shop 10.0.0.7(51324) idle\0".to_vec(),
+            environ: Vec::new(),
+            environ_truncated: false,
+        };
+        let info = ProcessInfo::from_snapshot(43, &snap);
+        assert_eq!(info.executable_name, "postgres");
+        assert_eq!(info.service_name, "postgres");
     }
 
     #[test]

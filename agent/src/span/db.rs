@@ -46,15 +46,15 @@ pub fn statement_span(
     let mut attrs = Vec::with_capacity(16);
     attrs.push(KeyValue::new("db.system.name", "postgresql"));
     if let Some(db) = &info.database {
-        attrs.push(KeyValue::new("db.namespace", db.clone()));
+        attrs.push(KeyValue::new("db.namespace", Arc::clone(db)));
     }
     let mut summary = None;
     match &st.text {
         StatementText::Known(q) => {
-            attrs.push(KeyValue::new("db.query.text", q.text.clone()));
+            attrs.push(KeyValue::new("db.query.text", Arc::clone(&q.text)));
             if let Some(s) = &q.summary {
-                attrs.push(KeyValue::new("db.query.summary", s.clone()));
-                summary = Some(s.clone());
+                attrs.push(KeyValue::new("db.query.summary", Arc::clone(s)));
+                summary = Some(s.to_string());
             }
             if q.truncated {
                 attrs.push(KeyValue::new("db.postgresql.query_text.truncated", true));
@@ -71,7 +71,7 @@ pub fn statement_span(
         }
     }
     if let Some(op) = &st.operation {
-        attrs.push(KeyValue::new("db.operation.name", op.clone()));
+        attrs.push(KeyValue::new("db.operation.name", operation_value(op)));
     }
     if let Some(rows) = st.rows {
         attrs.push(KeyValue::new(
@@ -83,10 +83,13 @@ pub fn statement_span(
         attrs.push(KeyValue::new("db.postgresql.portal.suspended", true));
     }
     if let Some(user) = &info.user {
-        attrs.push(KeyValue::new("db.postgresql.user", user.clone()));
+        attrs.push(KeyValue::new("db.postgresql.user", Arc::clone(user)));
     }
     if let Some(app) = info.application_name.as_ref().filter(|a| !a.is_empty()) {
-        attrs.push(KeyValue::new("db.postgresql.application_name", app.clone()));
+        attrs.push(KeyValue::new(
+            "db.postgresql.application_name",
+            Arc::clone(app),
+        ));
     }
     let (server_ip, server_port) = match conn.kind {
         SpanKind::Client => (Arc::clone(conn.remote_ip), conn.remote.1),
@@ -130,6 +133,31 @@ pub fn statement_span(
             seq: st.seq,
             tid: st.tid,
         },
+    }
+}
+
+/// The operation as an attribute value: the frequent ones without an
+/// allocation.
+fn operation_value(op: &str) -> opentelemetry::StringValue {
+    const COMMON: &[&str] = &[
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "MERGE",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "COPY",
+        "FETCH",
+        "SET",
+        "START TRANSACTION",
+        "SAVEPOINT",
+        "RELEASE",
+    ];
+    match COMMON.iter().find(|c| **c == op) {
+        Some(c) => (*c).into(),
+        None => op.to_string().into(),
     }
 }
 

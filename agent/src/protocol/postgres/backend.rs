@@ -219,11 +219,6 @@ pub fn columns(body: &[u8]) -> Option<u16> {
     be16(body, 0)
 }
 
-/// AuthenticationRequest code (0: OK).
-pub fn auth_code(body: &[u8]) -> Option<u32> {
-    be32(body, 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

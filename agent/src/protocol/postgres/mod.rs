@@ -178,3 +178,30 @@ pub fn infer_kind(direction: Direction, first: &[u8]) -> Option<SpanKind> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_inference() {
+        let ssl = [0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f];
+        // The backend process reads the SSLRequest: it is the server.
+        assert_eq!(infer_kind(Direction::Ingress, &ssl), Some(SpanKind::Server));
+        assert_eq!(infer_kind(Direction::Egress, &ssl), Some(SpanKind::Client));
+        let mut q = vec![b'Q', 0, 0, 0, 13];
+        q.extend_from_slice(b"SELECT 1\0");
+        assert_eq!(infer_kind(Direction::Ingress, &q), Some(SpanKind::Server));
+        assert_eq!(infer_kind(Direction::Egress, &q), Some(SpanKind::Client));
+        let mut done = vec![b'C', 0, 0, 0, 13];
+        done.extend_from_slice(b"SELECT 1\0Z\0\0\0\x05I");
+        // Whoever writes backend messages is the server.
+        assert_eq!(infer_kind(Direction::Egress, &done), Some(SpanKind::Server));
+        assert_eq!(
+            infer_kind(Direction::Ingress, &done),
+            Some(SpanKind::Client)
+        );
+        assert_eq!(infer_kind(Direction::Ingress, b"GET / HTTP/1.1\r\n"), None);
+        assert_eq!(infer_kind(Direction::Ingress, b""), None);
+    }
+}

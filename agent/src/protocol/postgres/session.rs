@@ -19,6 +19,9 @@
 //! the read that received it (server side), and ends at the exit of the
 //! syscall that moved the last byte of its completion.
 //!
+//! `requests` turns frontend messages into units, `answers` completes them
+//! with backend messages; this file holds the state both work on.
+//!
 //! Recovery: responses are matched by kind (a `BindComplete` completes the
 //! first waiting Bind, earlier units whose answers were lost end as
 //! [`Outcome::Truncated`]); after a desync of either stream, the next
@@ -33,11 +36,10 @@ use std::{
 use agent_common::Direction;
 
 use super::{
-    backend::{self, ErrorFields},
-    framing::{self, DesyncReason, Framer, Message, Sink},
-    frontend::{self, MAX_NAME, Untyped},
-    sql,
-    wire::{self, Stream},
+    backend::ErrorFields,
+    framing::{self, Framer},
+    frontend, sql,
+    wire::Stream,
 };
 pub use crate::protocol::{EventTimes, Outcome};
 
@@ -69,8 +71,8 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryText {
     /// Sanitized (or, with sanitization off, trimmed) statement text.
-    pub text: String,
-    pub summary: Option<String>,
+    pub text: Arc<str>,
+    pub summary: Option<Arc<str>>,
     /// The text was longer than captured or kept.
     pub truncated: bool,
 }
@@ -114,9 +116,9 @@ pub struct PgStatement {
 /// What the StartupMessage said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnInfo {
-    pub database: Option<String>,
-    pub user: Option<String>,
-    pub application_name: Option<String>,
+    pub database: Option<Arc<str>>,
+    pub user: Option<Arc<str>>,
+    pub application_name: Option<Arc<str>>,
 }
 
 /// Things worth counting that are not statements (`agent_postgres_events_total`).
@@ -480,11 +482,19 @@ impl PgSession {
         self.backend.close(&mut BackendSink { st });
         let end = st.now.exit_ns.max(now_ns);
         st.drain(Outcome::ConnectionClosed, end);
+        st.prepared = Prepared::default();
+        st.portals.clear();
         out.append(&mut st.done);
     }
 
+    /// Nothing in flight and nothing worth keeping: a connection that
+    /// holds prepared statements is not idle (forgetting it would turn
+    /// their later Executes into unknown-text statements).
     pub fn is_idle(&self) -> bool {
-        self.st.units.is_empty() && self.frontend.is_idle() && self.backend.is_idle()
+        self.st.units.is_empty()
+            && self.st.prepared.map.keys().all(|k| k.is_empty())
+            && self.frontend.is_idle()
+            && self.backend.is_idle()
     }
 
     pub fn stopped(&self) -> Option<Stop> {
@@ -533,9 +543,9 @@ impl State {
             sql::trimmed(&s, max)
         };
         Arc::new(QueryText {
-            summary: sql::summarize(&s),
+            summary: sql::summarize(&s).map(Arc::from),
             truncated: cut || s.len() > max,
-            text,
+            text: text.into(),
         })
     }
 
@@ -723,430 +733,11 @@ impl FinishAs {
     }
 }
 
-struct FrontendSink<'a> {
-    st: &'a mut State,
-}
+mod answers;
+mod requests;
 
-impl FrontendSink<'_> {
-    fn on_query(&mut self, m: &Message<'_>) {
-        let st = &mut *self.st;
-        let (raw, cut) = frontend::query_text(m.body, m.len, m.complete);
-        let text = String::from_utf8_lossy(raw);
-        let mut stmts = VecDeque::new();
-        for (a, b) in sql::split_statements(&text) {
-            let piece = &text.as_bytes()[a..b];
-            let last = b == text.len();
-            stmts.push_back(Stmt {
-                text: StatementText::Known(st.query_text(piece, cut && last, false)),
-                range: (a, b),
-                rows: 0,
-                copy_out: false,
-                warning: None,
-            });
-        }
-        st.group_start = None;
-        let start_ns = st.start_ns(&m.start);
-        st.push(Unit::Query(QueryCycle {
-            stmts,
-            raw: Some(text.into_owned().into_boxed_str()),
-            done: 0,
-            failed: false,
-            start_ns,
-            last_end_ns: start_ns,
-            tid: m.start.tid,
-        }));
-    }
-
-    fn note_group_start(&mut self, m: &Message<'_>) {
-        if self.st.group_start.is_none() {
-            self.st.group_start = Some((self.st.start_ns(&m.start), m.start.tid));
-        }
-    }
-}
-
-impl Sink for FrontendSink<'_> {
-    fn message(&mut self, m: &Message<'_>) {
-        // A new cycle while realigning: the answers to what is still
-        // waiting were lost (the client only sends on after them).
-        let starts_cycle =
-            m.tag == b'Q' || (matches!(m.tag, b'P' | b'B') && self.st.group_start.is_none());
-        if starts_cycle && self.st.realign && self.st.units.iter().any(Unit::is_terminator) {
-            let end = self.st.last_backend_ns.max(1);
-            self.st.drain(Outcome::Truncated, end);
-            self.st.realign = false;
-        }
-        if self.st.skip_until_sync && m.tag != b'S' {
-            if m.tag == b'E' {
-                self.st.counts.not_executed += 1;
-            }
-            if matches!(m.tag, b'P' | b'B' | b'D' | b'E' | b'C') {
-                return;
-            }
-        }
-        match m.tag {
-            0 => match frontend::untyped(m.body) {
-                Untyped::Startup(p) => {
-                    self.st.info = ConnInfo {
-                        database: p.database,
-                        user: p.user,
-                        application_name: p.application_name,
-                    };
-                    self.st.counts.startups += 1;
-                    self.st.push(Unit::Startup);
-                }
-                Untyped::SslRequest | Untyped::GssEncRequest => self.st.backend_answer = true,
-                Untyped::CancelRequest => self.st.counts.cancel_requests += 1,
-                Untyped::Other(_) => {}
-            },
-            b'Q' => self.on_query(m),
-            b'P' => {
-                self.note_group_start(m);
-                let Some((name, raw, cut)) = frontend::parse(m.body, m.len, m.complete) else {
-                    return;
-                };
-                let name: Box<str> = wire::text(name, MAX_NAME).into_boxed_str();
-                let text = self.st.query_text(raw, cut, true);
-                let max = self.st.limits.max_prepared;
-                if self.st.prepared.insert(name.clone(), text, max) {
-                    self.st.counts.prepared_evicted += 1;
-                }
-                self.st.push(Unit::Parse(name));
-            }
-            b'B' => {
-                self.note_group_start(m);
-                let (portal, statement) = frontend::bind(m.body).unwrap_or((b"", b""));
-                let statement = wire::text(statement, MAX_NAME);
-                let text = match self.st.prepared.get(&statement) {
-                    Some(t) => StatementText::Known(Arc::clone(t)),
-                    None => StatementText::Unknown {
-                        statement: Some(statement),
-                        portal: None,
-                    },
-                };
-                let portals = &mut self.st.portals;
-                if portals.len() >= MAX_PORTALS {
-                    portals.clear();
-                }
-                portals.insert(wire::text(portal, MAX_NAME).into_boxed_str(), text);
-                self.st.push(Unit::Bind);
-            }
-            b'D' => {
-                self.note_group_start(m);
-                self.st.push(Unit::Describe);
-            }
-            b'E' => {
-                let (portal, _limit) = frontend::execute(m.body).unwrap_or((b"", 0));
-                let portal = wire::text(portal, MAX_NAME);
-                let text = match self.st.portals.get(portal.as_str()) {
-                    Some(t) => t.clone(),
-                    None => StatementText::Unknown {
-                        statement: None,
-                        portal: Some(portal),
-                    },
-                };
-                if matches!(text, StatementText::Unknown { .. }) {
-                    self.st.counts.unknown_statements += 1;
-                }
-                let (start_ns, tid) = self
-                    .st
-                    .group_start
-                    .take()
-                    .unwrap_or((self.st.start_ns(&m.start), m.start.tid));
-                self.st.push(Unit::Execute(Exec {
-                    text,
-                    start_ns,
-                    tid,
-                    rows: 0,
-                    copy_out: false,
-                    warning: None,
-                }));
-            }
-            b'C' => {
-                if let Some((kind, name)) = frontend::target(m.body) {
-                    let name = wire::text(name, MAX_NAME);
-                    if kind == b'S' {
-                        self.st.prepared.remove(&name);
-                    } else {
-                        self.st.portals.remove(name.as_str());
-                    }
-                }
-                self.st.push(Unit::Close);
-            }
-            b'S' if self.st.copy_in => {}
-            b'S' => {
-                self.st.group_start = None;
-                self.st.push(Unit::Sync);
-            }
-            b'c' | b'f' => self.st.copy_in = false,
-            b'F' => self.st.push(Unit::FunctionCall),
-            // Flush, Terminate, COPY data from the client, passwords.
-            _ => {}
-        }
-    }
-
-    fn negotiation_answer(&mut self, _answer: u8) {}
-
-    fn desync(&mut self, reason: DesyncReason) {
-        self.st.desyncs.push((Stream::Frontend, reason.as_str()));
-        self.st.realign = true;
-        self.st.group_start = None;
-    }
-}
-
-struct BackendSink<'a> {
-    st: &'a mut State,
-}
-
-impl BackendSink<'_> {
-    /// A statement's completion (CommandComplete, PortalSuspended,
-    /// EmptyQueryResponse).
-    fn completion(&mut self, end: FinishAs) {
-        let st = &mut *self.st;
-        // Which unit this answers: the first Execute or unfinished Query.
-        if st
-            .take_matching(|u| match u {
-                Unit::Execute(_) => true,
-                Unit::Query(q) => !q.stmts.is_empty(),
-                _ => false,
-            })
-            .is_none()
-        {
-            return;
-        }
-        match st.units.front() {
-            Some(Unit::Execute(_)) => {
-                if let Some(Unit::Execute(e)) = st.units.pop_front() {
-                    st.finish_exec(e, end);
-                }
-            }
-            Some(Unit::Query(_)) => st.finish_query_stmt(0, end),
-            _ => {}
-        }
-    }
-
-    /// An ErrorResponse: it answers the front unit.
-    fn error(&mut self, fields: ErrorFields) {
-        let st = &mut *self.st;
-        match st.units.front() {
-            Some(Unit::Execute(_)) => {
-                if let Some(Unit::Execute(e)) = st.units.pop_front() {
-                    st.finish_exec(e, FinishAs::Error(fields));
-                }
-                st.skip_to_sync();
-            }
-            Some(Unit::Query(q)) if !q.stmts.is_empty() => self.query_error(fields),
-            Some(Unit::Query(_)) => {}
-            Some(Unit::Startup) => {
-                st.counts.startup_errors += 1;
-                st.units.pop_front();
-            }
-            Some(Unit::Parse(_) | Unit::Bind | Unit::Describe | Unit::Close) => {
-                if let Some(Unit::Parse(name)) = st.units.pop_front() {
-                    st.prepared.remove(&name);
-                }
-                // The statement the group was going to execute failed: its
-                // Execute carries the error (a bare prepare has none).
-                let exec = st
-                    .units
-                    .iter()
-                    .position(|u| matches!(u, Unit::Execute(_)) || u.is_terminator())
-                    .filter(|&i| matches!(st.units[i], Unit::Execute(_)));
-                if let Some(i) = exec {
-                    st.units.drain(..i);
-                    if let Some(Unit::Execute(e)) = st.units.pop_front() {
-                        st.finish_exec(e, FinishAs::Error(fields));
-                    }
-                }
-                st.skip_to_sync();
-            }
-            // A failed function call: ReadyForQuery follows.
-            Some(Unit::FunctionCall) => {}
-            // Asynchronous (FATAL at shutdown, idle timeout).
-            Some(Unit::Sync) | None => st.counts.orphan_responses += 1,
-        }
-    }
-
-    /// An error in a simple Query: it belongs to the statement holding the
-    /// error position if one is given (a syntax error fails the whole
-    /// string before any statement runs), else to the current one; the
-    /// statements after it do not run.
-    fn query_error(&mut self, fields: ErrorFields) {
-        let st = &mut *self.st;
-        let Some(Unit::Query(q)) = st.units.front_mut() else {
-            return;
-        };
-        if let (Some(pos), Some(raw)) = (fields.position, q.raw.as_deref()) {
-            let byte = raw
-                .char_indices()
-                .nth(pos.saturating_sub(1))
-                .map(|(i, _)| i);
-            if let Some(byte) = byte
-                && let Some(k) = q
-                    .stmts
-                    .iter()
-                    .position(|s| byte < s.range.1.max(s.range.0 + 1))
-            {
-                for _ in 0..k {
-                    q.stmts.pop_front();
-                    st.counts.not_executed += 1;
-                }
-            }
-        }
-        let Some(Unit::Query(q)) = st.units.front_mut() else {
-            return;
-        };
-        q.failed = true;
-        st.finish_query_stmt(0, FinishAs::Error(fields));
-        if let Some(Unit::Query(q)) = st.units.front_mut() {
-            st.counts.not_executed += q.stmts.len() as u64;
-            q.stmts.clear();
-        }
-    }
-
-    fn ready_for_query(&mut self) {
-        let st = &mut *self.st;
-        if std::mem::take(&mut st.realign) {
-            let end = st.now.exit_ns;
-            st.drain(Outcome::Truncated, end);
-            return;
-        }
-        let Some(term) = st.units.iter().position(Unit::is_terminator) else {
-            st.counts.orphan_responses += 1;
-            return;
-        };
-        let skipping = st.skip_until_sync;
-        for _ in 0..term {
-            match st.units.pop_front() {
-                Some(Unit::Execute(_)) if skipping => st.counts.not_executed += 1,
-                Some(Unit::Execute(e)) => st.finish_exec(e, FinishAs::Outcome(Outcome::Truncated)),
-                _ => {}
-            }
-        }
-        if let Some(Unit::Query(q)) = st.units.pop_front() {
-            // Statements without an answer: after an error they did not
-            // run; otherwise the split did not match the server's (counted
-            // as orphans, no span).
-            if q.failed {
-                st.counts.not_executed += q.stmts.len() as u64;
-            } else if !q.stmts.is_empty() {
-                st.counts.orphan_responses += q.stmts.len() as u64;
-            }
-        }
-        st.skip_until_sync = false;
-    }
-
-    fn pop_if(&mut self, matches: impl Fn(&Unit) -> bool) {
-        if self.st.take_matching(matches).is_some() {
-            self.st.units.pop_front();
-        }
-    }
-}
-
-impl Sink for BackendSink<'_> {
-    fn message(&mut self, m: &Message<'_>) {
-        match m.tag {
-            b'C' => {
-                let (op, count) = backend::command_tag(m.body);
-                self.st.row_hint = Some(None);
-                self.completion(FinishAs::Tag(op, count));
-            }
-            b'E' => {
-                let fields = backend::error_fields(m.body);
-                self.st.row_hint = Some(None);
-                self.error(fields);
-            }
-            b'D' => {
-                if let Some((rows, _, _)) = self.st.current_rows() {
-                    *rows += 1;
-                }
-            }
-            b's' => {
-                self.st.row_hint = Some(None);
-                self.completion(FinishAs::Suspended);
-            }
-            b'I' => {
-                let empty_query =
-                    matches!(self.st.units.front(), Some(Unit::Query(q)) if q.stmts.is_empty());
-                if !empty_query {
-                    self.completion(FinishAs::Empty);
-                }
-            }
-            b'Z' => self.ready_for_query(),
-            b'1' => self.pop_if(|u| matches!(u, Unit::Parse(_))),
-            b'2' => self.pop_if(|u| matches!(u, Unit::Bind)),
-            b'3' => self.pop_if(|u| matches!(u, Unit::Close)),
-            b'T' | b'n' => {
-                if m.tag == b'T' {
-                    self.st.row_hint = Some(backend::columns(m.body));
-                }
-                if self
-                    .st
-                    .units
-                    .iter()
-                    .take_while(|u| !u.is_terminator())
-                    .any(|u| matches!(u, Unit::Describe))
-                {
-                    self.pop_if(|u| matches!(u, Unit::Describe));
-                }
-            }
-            b'H' => {
-                if let Some((_, copy_out, _)) = self.st.current_rows() {
-                    *copy_out = true;
-                }
-            }
-            b'G' => {
-                // Copy-in mode: Syncs the client sent after the Execute are
-                // ignored by the server (only the one after CopyDone counts).
-                self.st.copy_in = true;
-                if matches!(self.st.units.front(), Some(Unit::Execute(_))) {
-                    let mut i = 1;
-                    while i < self.st.units.len() {
-                        if matches!(self.st.units[i], Unit::Sync) {
-                            self.st.units.remove(i);
-                        } else {
-                            i += 1;
-                        }
-                    }
-                }
-            }
-            b'W' => self.st.stop = Some(Stop::Replication),
-            b'N' => {
-                let f = backend::error_fields(m.body);
-                let is_warning = f.code.as_deref().is_some_and(|c| c.starts_with("01"));
-                if is_warning && let Some((_, _, warning)) = self.st.current_rows() {
-                    *warning = f.code;
-                }
-            }
-            b'A' => self.st.counts.notifications += 1,
-            b'V' => self.pop_if(|u| matches!(u, Unit::FunctionCall)),
-            b'R' => {
-                if backend::auth_code(m.body) == Some(0) {
-                    // AuthenticationOk: ParameterStatus, BackendKeyData and
-                    // ReadyForQuery follow.
-                }
-            }
-            // ParameterDescription, ParameterStatus, BackendKeyData,
-            // CopyIn/Out data and done, NegotiateProtocolVersion.
-            _ => {}
-        }
-    }
-
-    fn negotiation_answer(&mut self, answer: u8) {
-        match answer {
-            b'N' => {
-                self.st.counts.ssl_refused += 1;
-                self.st.frontend_untyped = true;
-            }
-            b'S' => self.st.stop = Some(Stop::Encrypted("tls")),
-            _ => self.st.stop = Some(Stop::Encrypted("gssapi")),
-        }
-    }
-
-    fn desync(&mut self, reason: DesyncReason) {
-        self.st.desyncs.push((Stream::Backend, reason.as_str()));
-        self.st.realign = true;
-    }
-}
+use answers::BackendSink;
+use requests::FrontendSink;
 
 #[cfg(test)]
 #[path = "session_tests.rs"]

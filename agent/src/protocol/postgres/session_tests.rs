@@ -139,7 +139,7 @@ fn run_with(calls: &[Call], is_server: bool, limits: Limits) -> Run {
         add(&mut counts, &c);
         desyncs.extend(s.take_desyncs());
     }
-    let idle = s.is_idle();
+    let idle = s.pending() == 0;
     let stop = s.stopped();
     let info = s.info().clone();
     s.close(1_000_000_000, &mut out);
@@ -178,8 +178,8 @@ fn add(a: &mut Counts, b: &Counts) {
 fn describe(st: &PgStatement) -> String {
     let (summary, text) = match &st.text {
         StatementText::Known(q) => (
-            q.summary.clone().unwrap_or_else(|| "-".into()),
-            q.text.clone(),
+            q.summary.as_deref().unwrap_or("-").to_string(),
+            q.text.to_string(),
         ),
         StatementText::Unknown { statement, portal } => (
             "?".into(),
@@ -312,7 +312,7 @@ fn sanitization_can_be_turned_off() {
         .statements
         .iter()
         .filter_map(|s| match &s.text {
-            StatementText::Known(q) => Some(q.text.clone()),
+            StatementText::Known(q) => Some(q.text.to_string()),
             StatementText::Unknown { .. } => None,
         })
         .collect();

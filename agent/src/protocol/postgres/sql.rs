@@ -714,16 +714,6 @@ fn qualified_name(text: &str, toks: &[Token], mut i: usize) -> (String, usize) {
     }
 }
 
-/// First word of a statement (upper-cased), for the cases where only the
-/// statement itself tells what it is (the extended protocol's statements
-/// before their completion).
-pub fn first_keyword(text: &str) -> Option<String> {
-    Lexer::new(text)
-        .find(|t| !matches!(t.kind, Kind::Space | Kind::Comment | Kind::LParen))
-        .filter(|t| t.kind == Kind::Word)
-        .map(|t| text[t.start..t.end].to_ascii_uppercase())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
