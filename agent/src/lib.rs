@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod export;
+pub mod node;
 pub mod pipeline;
 pub mod protocol;
 pub mod resource;
