@@ -77,6 +77,8 @@ pub struct Flags {
     /// works too.
     #[arg(long, env = "AGENT_LOG_LEVEL", global = true)]
     pub log_level: Option<String>,
+    #[command(flatten)]
+    pub node: crate::node::config::NodeFlags,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -132,6 +134,7 @@ pub struct FileConfig {
     pub connections: FileConnections,
     pub export: FileExport,
     pub metrics: FileMetrics,
+    pub node: crate::node::config::FileNode,
     pub log_level: Option<String>,
 }
 
@@ -182,6 +185,8 @@ pub struct FileExport {
 pub struct FileOtlp {
     pub endpoint: Option<String>,
     pub traces_endpoint: Option<String>,
+    /// Full URL of the OTLP metrics endpoint (node and process metrics).
+    pub metrics_endpoint: Option<String>,
     pub protocol: Option<OtlpProtocol>,
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(with = "humantime_opt")]
@@ -219,6 +224,8 @@ pub struct Config {
     pub export: ExportConfig,
     /// `None`: no metrics/health endpoint.
     pub metrics_address: Option<SocketAddr>,
+    /// Node and process metrics (`node:`), and where they go over OTLP.
+    pub node: crate::node::config::NodeConfig,
     pub log_level: String,
 }
 
@@ -336,6 +343,8 @@ pub struct OtelEnv {
     /// Milliseconds, as the specification defines the variable.
     pub timeout: Option<String>,
     pub traces_timeout: Option<String>,
+    /// The variables of the OTLP metrics export.
+    pub metrics: crate::node::config::MetricsEnv,
 }
 
 impl OtelEnv {
@@ -348,6 +357,7 @@ impl OtelEnv {
             traces_protocol: get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
             timeout: get("OTEL_EXPORTER_OTLP_TIMEOUT"),
             traces_timeout: get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+            metrics: crate::node::config::MetricsEnv::from_process(),
         }
     }
 }
@@ -465,6 +475,20 @@ impl Config {
             return Err(invalid("connections.max_processes", "must be positive"));
         }
 
+        let node = crate::node::config::resolve(
+            &flags.node,
+            file.node,
+            &env.metrics,
+            crate::node::config::Shared {
+                flag_endpoint: flags.otlp_endpoint.as_deref(),
+                flag_protocol: flags.otlp_protocol,
+                file_endpoint: file.export.otlp.endpoint.as_deref(),
+                file_metrics_endpoint: file.export.otlp.metrics_endpoint.as_deref(),
+                file_protocol: file.export.otlp.protocol,
+                file_headers: file.export.otlp.headers.as_ref().unwrap_or(&BTreeMap::new()),
+                file_timeout: file.export.otlp.timeout,
+            },
+        )?;
         let export = resolve_export(flags, file.export, env)?;
 
         let metrics_address = match flags
@@ -488,6 +512,7 @@ impl Config {
             connections,
             export,
             metrics_address,
+            node,
             log_level: flags
                 .log_level
                 .clone()
@@ -500,6 +525,9 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         let mut shown = self.clone();
         for v in shown.export.otlp.headers.values_mut() {
+            *v = "<hidden>".to_string();
+        }
+        for v in shown.node.otlp.headers.values_mut() {
             *v = "<hidden>".to_string();
         }
         serde_yaml_ng::to_string(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))

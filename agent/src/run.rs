@@ -49,6 +49,8 @@ pub enum RunError {
     Ring(#[source] std::io::Error),
     #[error("loading the eBPF programs panicked or was cancelled")]
     LoadTask,
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
 }
 
 pub async fn run(cfg: Config) -> Result<(), RunError> {
@@ -57,10 +59,16 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
 
+    let node = crate::node::start::node_scraper(&cfg.node)?;
     if let Some(addr) = cfg.metrics_address {
-        let (bound, serve) = crate::telemetry::server::bind(addr, metrics.clone(), health.clone())
-            .await
-            .map_err(|source| RunError::MetricsBind { addr, source })?;
+        let (bound, serve) = crate::telemetry::server::bind_with_node(
+            addr,
+            metrics.clone(),
+            health.clone(),
+            node.clone(),
+        )
+        .await
+        .map_err(|source| RunError::MetricsBind { addr, source })?;
         tracing::info!("serving /metrics, /healthz and /readyz on http://{bound}");
         tokio::spawn(async move {
             if let Err(e) = serve.await {

@@ -60,6 +60,13 @@ impl Exposition {
         Self::default()
     }
 
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            out: String::with_capacity(bytes),
+            ..Self::default()
+        }
+    }
+
     /// Starts over, keeping the buffer's capacity.
     pub fn clear(&mut self) {
         self.out.clear();

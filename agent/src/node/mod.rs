@@ -30,6 +30,7 @@
 //! | `uname` | `uname(2)` |
 //! | `vmstat` | `/proc/vmstat` |
 
+pub mod config;
 pub mod cpu;
 pub mod diskstats;
 pub mod entropy;
@@ -45,8 +46,10 @@ pub mod os;
 pub mod otel;
 pub mod pressure;
 pub mod process;
+pub mod scrape;
 pub mod sockstat;
 pub mod source;
+pub mod start;
 pub mod stat;
 pub mod textfile;
 pub mod time;
