@@ -17,9 +17,12 @@
 //! - [`client`] — curl, the Rust client binary, raw sockets, malformed inputs.
 //! - [`semconv`] — the span contract as reusable checks.
 //! - [`procs`] — /proc helpers (RSS, children, rlimits).
+//! - [`node_exporter`] — the real node_exporter, Prometheus and promtool;
+//!   expositions by family.
 
 pub mod agent;
 pub mod client;
+pub mod node_exporter;
 pub mod otlp;
 pub mod procs;
 pub mod prom;

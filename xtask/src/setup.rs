@@ -18,6 +18,10 @@ const APT_PACKAGES: &[&str] = &[
     "wrk",
     "nghttp2-client",
     "python3",
+    // The node-metrics tests compare with the real node_exporter and are
+    // scraped by a real Prometheus (promtool comes with it).
+    "prometheus-node-exporter",
+    "prometheus",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -74,6 +78,18 @@ fn apt_packages() -> Result<()> {
     if missing.contains(&"nginx-light") {
         let _ = quiet(Command::new("systemctl").args(["stop", "nginx"]));
         let _ = quiet(Command::new("service").args(["nginx", "stop"]));
+    }
+    // The same for Prometheus (port 9090) and node_exporter (9100): the
+    // tests start their own on free loopback ports.
+    for (package, service) in [
+        ("prometheus", "prometheus"),
+        ("prometheus-node-exporter", "prometheus-node-exporter"),
+    ] {
+        if missing.contains(&package) {
+            let _ = quiet(Command::new("systemctl").args(["stop", service]));
+            let _ = quiet(Command::new("systemctl").args(["disable", service]));
+            let _ = quiet(Command::new("service").args([service, "stop"]));
+        }
     }
     Ok(())
 }
