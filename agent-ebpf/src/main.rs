@@ -6,6 +6,7 @@
 //!   exit program copies a bounded payload prefix into the ring buffer);
 //! - `conn`: socket lifecycle (accept, connect, close, TCP state);
 //! - `proc`: process exits;
+//! - `sched`: fork, exec and exit counts (per-CPU array);
 //! - `sock`: the descriptor → `struct sock` walk and address reads;
 //! - `maps`: maps, load-time globals and the loss counters.
 #![no_std]
@@ -15,6 +16,7 @@ mod capture;
 mod conn;
 mod maps;
 mod proc;
+mod sched;
 mod sock;
 
 #[cfg(not(test))]

@@ -53,6 +53,8 @@ pub struct Pipeline {
     exchanges: Vec<HttpExchange>,
     last_sweep_ns: u64,
     clock_refreshed_ns: u64,
+    /// Processes with traced connections, for their process metrics.
+    traced: Option<Arc<crate::node::process::TracedProcesses>>,
 }
 
 impl Pipeline {
@@ -82,7 +84,13 @@ impl Pipeline {
             exchanges: Vec::new(),
             last_sweep_ns: monotonic_ns(),
             clock_refreshed_ns: monotonic_ns(),
+            traced: None,
         }
+    }
+
+    /// Registers the processes of traced connections (for process metrics).
+    pub fn set_traced(&mut self, traced: Arc<crate::node::process::TracedProcesses>) {
+        self.traced = Some(traced);
     }
 
     /// Handles one raw ring-buffer record.
@@ -136,6 +144,9 @@ impl Pipeline {
             return;
         }
         let resource = self.resources.get_or_load(open.tgid, &open.comm);
+        if let Some(traced) = &self.traced {
+            traced.insert(open.tgid, Arc::clone(&resource));
+        }
         self.metrics
             .processes_cached
             .set(self.resources.len() as i64);
@@ -239,6 +250,9 @@ impl Pipeline {
             self.finish_conn(conn, p.ts_ns);
         }
         self.resources.remove(p.tgid);
+        if let Some(traced) = &self.traced {
+            traced.remove(p.tgid);
+        }
         self.metrics
             .connections_tracked
             .set(self.conns.len() as i64);

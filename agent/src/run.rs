@@ -50,7 +50,7 @@ pub enum RunError {
     #[error("loading the eBPF programs panicked or was cancelled")]
     LoadTask,
     #[error(transparent)]
-    Node(#[from] crate::node::NodeError),
+    Node(#[from] crate::node::start::StartError),
 }
 
 pub async fn run(cfg: Config) -> Result<(), RunError> {
@@ -59,13 +59,18 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
 
-    let node = crate::node::start::node_scraper(&cfg.node)?;
+    let sched = Arc::new(crate::node::sched::SchedStats::default());
+    let mut node = crate::node::start::NodeRuntime::new(
+        &cfg.node,
+        cfg.connections.max_processes,
+        vec![sched.clone()],
+    )?;
     if let Some(addr) = cfg.metrics_address {
         let (bound, serve) = crate::telemetry::server::bind_with_node(
             addr,
             metrics.clone(),
             health.clone(),
-            node.clone(),
+            node.scraper.clone(),
         )
         .await
         .map_err(|source| RunError::MetricsBind { addr, source })?;
@@ -92,6 +97,10 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let ring = capture.take_ring()?;
     metrics.set_kernel_counters(capture.take_counters()?);
     let kernel_conns = capture.take_conns()?;
+    match capture.take_sched_stats() {
+        Ok(map) => sched.set(map),
+        Err(e) => tracing::warn!("kernel process statistics unavailable: {e}"),
+    }
     health.programs_attached.store(true, Ordering::Relaxed);
     tracing::info!(
         "agent ready: {} tracepoint programs attached, spans go to {destination}",
@@ -100,6 +109,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
 
     let (queue, rx) = SpanQueue::new(cfg.export.queue_size, metrics.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_export = node.spawn_export(stop_rx.clone());
     let exporter = tokio::spawn(run_exporter(
         rx,
         sink,
@@ -112,6 +122,9 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
 
     let resources = ResourceCache::new(HostPaths::default(), cfg.connections.max_processes);
     let mut pipeline = Pipeline::new(&cfg, resources, Some(kernel_conns), queue, metrics.clone());
+    if let Some(traced) = &node.traced {
+        pipeline.set_traced(traced.clone());
+    }
     let mut reader = RingReader::new(ring, cfg.capture.poll_interval).map_err(RunError::Ring)?;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -149,6 +162,9 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     drop(pipeline);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(FLUSH_AT_SHUTDOWN + Duration::from_secs(1), exporter).await;
+    if let Some(task) = metrics_export {
+        let _ = tokio::time::timeout(FLUSH_AT_SHUTDOWN, task).await;
+    }
     tracing::info!("agent stopped");
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use agent_common::{KernelOffsets, MAX_CAPTURE_BYTES};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, RingBuf},
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::{TracePoint, trace_point::TracePointLink},
 };
 
@@ -39,6 +39,10 @@ const LIFECYCLE: &[(&str, &str, &str)] = &[
     ("sys_enter_close", "syscalls", "sys_enter_close"),
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+    // Process lifecycle counts (agent-ebpf/src/sched.rs).
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_exit_count", "sched", "sched_process_exit"),
 ];
 
 /// Load-time settings of the kernel side.
@@ -155,6 +159,18 @@ impl Capture {
             .take_map("COUNTERS")
             .ok_or(BpfError::MissingMap("COUNTERS"))?;
         KernelCounters::new(map)
+    }
+
+    /// The fork/exec/exit counts (taken once).
+    pub fn take_sched_stats(&mut self) -> Result<PerCpuArray<MapData, u64>, BpfError> {
+        let map = self
+            .ebpf
+            .take_map("SCHED_STATS")
+            .ok_or(BpfError::MissingMap("SCHED_STATS"))?;
+        PerCpuArray::try_from(map).map_err(|source| BpfError::Map {
+            name: "SCHED_STATS",
+            source: Box::new(source),
+        })
     }
 
     /// The connection map (taken once).

@@ -47,6 +47,7 @@ pub mod otel;
 pub mod pressure;
 pub mod process;
 pub mod scrape;
+pub mod sched;
 pub mod sockstat;
 pub mod source;
 pub mod start;
