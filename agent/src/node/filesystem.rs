@@ -118,15 +118,25 @@ impl Collector for Filesystem {
             if !seen.insert((e.fs_spec.clone(), mountpoint.clone(), e.fs_vfstype.clone())) {
                 continue;
             }
-            let at = self.root.join(mountpoint.trim_start_matches('/'));
-            let usage = self.statfs.statfs(&mountpoint, &at);
             self.mounts.push(Mount {
                 device: e.fs_spec,
                 mountpoint,
                 fstype: e.fs_vfstype,
                 readonly: e.fs_mntops.contains_key("ro"),
-                usage,
+                usage: None,
             });
+        }
+        let requests = self
+            .mounts
+            .iter()
+            .map(|m| {
+                let at = self.root.join(m.mountpoint.trim_start_matches('/'));
+                (m.mountpoint.clone(), at)
+            })
+            .collect();
+        let usages = self.statfs.statfs_all(requests);
+        for (m, u) in self.mounts.iter_mut().zip(usages) {
+            m.usage = u;
         }
         Ok(())
     }
@@ -201,7 +211,8 @@ fn strip_root(root: &Path, mountpoint: &str) -> String {
     }
 }
 
-/// `statfs(2)`, on a worker thread, with a timeout.
+/// `statfs(2)`, on a worker thread, with a timeout per mount. A scrape
+/// hands the worker all its mounts at once (one wake-up, not one per mount).
 struct StatfsWorker {
     timeout: Duration,
     worker: Option<Worker>,
@@ -209,9 +220,11 @@ struct StatfsWorker {
     stuck: Arc<Mutex<HashSet<String>>>,
 }
 
+type Batch = Vec<(usize, String, CString)>;
+
 struct Worker {
-    tx: mpsc::Sender<(String, CString)>,
-    rx: mpsc::Receiver<Option<Usage>>,
+    tx: mpsc::Sender<Batch>,
+    rx: mpsc::Receiver<(usize, Option<Usage>)>,
 }
 
 impl StatfsWorker {
@@ -224,27 +237,30 @@ impl StatfsWorker {
     }
 
     fn spawn(&self) -> Option<Worker> {
-        let (tx, req_rx) = mpsc::channel::<(String, CString)>();
+        let (tx, req_rx) = mpsc::channel::<Batch>();
         let (res_tx, rx) = mpsc::channel();
         let stuck = Arc::clone(&self.stuck);
         let timeout = self.timeout;
         std::thread::Builder::new()
             .name("statfs".into())
             .spawn(move || {
-                for (mountpoint, path) in req_rx {
-                    let start = std::time::Instant::now();
-                    let usage = statfs(&path);
-                    // The caller gave up on this one: the mount is usable
-                    // again, and this worker is not needed any more.
-                    if start.elapsed() >= timeout || res_tx.send(usage).is_err() {
-                        if let Ok(mut s) = stuck.lock() {
-                            s.remove(&mountpoint);
+                for batch in req_rx {
+                    for (i, mountpoint, path) in batch {
+                        let start = std::time::Instant::now();
+                        let usage = statfs(&path);
+                        // The caller gave up on this one: the mount is
+                        // usable again, and this worker is not needed any
+                        // more.
+                        if start.elapsed() >= timeout || res_tx.send((i, usage)).is_err() {
+                            if let Ok(mut s) = stuck.lock() {
+                                s.remove(&mountpoint);
+                            }
+                            tracing::info!(
+                                "statfs of {mountpoint} returned after {:.0?}",
+                                start.elapsed()
+                            );
+                            return;
                         }
-                        tracing::info!(
-                            "statfs of {mountpoint} returned after {:.0?}",
-                            start.elapsed()
-                        );
-                        return;
                     }
                 }
             })
@@ -252,33 +268,52 @@ impl StatfsWorker {
             .map(|_| Worker { tx, rx })
     }
 
-    fn statfs(&mut self, mountpoint: &str, at: &Path) -> Option<Usage> {
-        if self.stuck.lock().is_ok_and(|s| s.contains(mountpoint)) {
-            return None;
+    /// Usage of each (mount point, path); `None` for failures and stuck
+    /// mounts.
+    fn statfs_all(&mut self, mounts: Vec<(String, PathBuf)>) -> Vec<Option<Usage>> {
+        let mut out = vec![None; mounts.len()];
+        let stuck = self.stuck.lock().map(|s| s.clone()).unwrap_or_default();
+        let batch: Batch = mounts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (m, _))| !stuck.contains(m))
+            .filter_map(|(i, (m, p))| Some((i, m, CString::new(p.as_os_str().as_bytes()).ok()?)))
+            .collect();
+        if batch.is_empty() {
+            return out;
         }
-        let path = CString::new(at.as_os_str().as_bytes()).ok()?;
+        let order: Vec<String> = batch.iter().map(|(_, m, _)| m.clone()).collect();
         if self.worker.is_none() {
             self.worker = self.spawn();
         }
-        let worker = self.worker.as_ref()?;
-        if worker.tx.send((mountpoint.to_string(), path)).is_err() {
+        let Some(worker) = self.worker.as_ref() else {
+            return out;
+        };
+        if worker.tx.send(batch).is_err() {
             self.worker = None;
-            return None;
+            return out;
         }
-        match worker.rx.recv_timeout(self.timeout) {
-            Ok(usage) => usage,
-            Err(_) => {
-                tracing::warn!(
-                    "statfs of {mountpoint} did not return within {:?}; marked stuck",
-                    self.timeout
-                );
-                if let Ok(mut s) = self.stuck.lock() {
-                    s.insert(mountpoint.to_string());
+        for mountpoint in order {
+            match worker.rx.recv_timeout(self.timeout) {
+                Ok((j, usage)) => {
+                    if let Some(slot) = out.get_mut(j) {
+                        *slot = usage;
+                    }
                 }
-                self.worker = None;
-                None
+                Err(_) => {
+                    tracing::warn!(
+                        "statfs of {mountpoint} did not return within {:?}; marked stuck",
+                        self.timeout
+                    );
+                    if let Ok(mut s) = self.stuck.lock() {
+                        s.insert(mountpoint);
+                    }
+                    self.worker = None;
+                    break;
+                }
             }
         }
+        out
     }
 }
 
@@ -366,6 +401,25 @@ mod tests {
         let mut c = collector(&t.paths());
         c.update(&mut Reader::new()).unwrap();
         assert_eq!(c.mounts.len(), 1);
+    }
+
+    #[test]
+    fn a_mount_that_does_not_answer_in_time_is_stuck_then_recovers() {
+        let t = Tree::new();
+        std::fs::create_dir_all(t.0.path().join("root/data")).unwrap();
+        t.write("proc/1/mounts", "/dev/sdb /data ext4 rw 0 0\n");
+        let mut c = Filesystem::new(&t.paths(), None, None, Duration::from_nanos(1));
+        c.update(&mut Reader::new()).unwrap();
+        assert_eq!(c.mounts[0].usage, None, "gave up waiting");
+        // The late statfs returns: the mount is asked again next time.
+        let cleared = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            c.statfs.stuck.lock().unwrap().is_empty()
+        });
+        assert!(cleared);
+        let mut ok = collector(&t.paths());
+        ok.update(&mut Reader::new()).unwrap();
+        assert!(ok.mounts[0].usage.is_some());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! has no parser for these files; the one here is small and strict about
 //! the pairing.
 
-use std::path::PathBuf;
+use std::{collections::HashMap, path::PathBuf};
 
 use regex::Regex;
 
@@ -13,16 +13,9 @@ use super::{
     expo::{Exposition, Kind},
 };
 
-/// One statistic: protocol (`Tcp`, `TcpExt`, `Icmp6`, ...), name and value.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Stat {
-    pub protocol: String,
-    pub name: String,
-    pub value: f64,
-}
-
-/// Parses the header/value line pairs of `netstat` and `snmp`.
-pub fn parse_pairs(text: &str, out: &mut Vec<Stat>) -> Result<(), String> {
+/// Parses the header/value line pairs of `netstat` and `snmp`, calling
+/// `f(protocol, name, value)` for each statistic.
+pub fn parse_pairs(text: &str, f: &mut impl FnMut(&str, &str, f64)) -> Result<(), String> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     while let Some(names) = lines.next() {
         let values = lines.next().ok_or("header line without values")?;
@@ -31,57 +24,79 @@ pub fn parse_pairs(text: &str, out: &mut Vec<Stat>) -> Result<(), String> {
         if proto != proto2 {
             return Err(format!("{proto} header followed by {proto2} values"));
         }
-        let names: Vec<&str> = names.split_ascii_whitespace().collect();
-        let values: Vec<&str> = values.split_ascii_whitespace().collect();
-        if names.len() != values.len() {
-            return Err(format!(
-                "{proto}: {} names but {} values",
-                names.len(),
-                values.len()
-            ));
-        }
-        for (name, value) in names.into_iter().zip(values) {
-            let value = value
-                .parse()
-                .map_err(|_| format!("{proto}{name}: {value:?} is not a number"))?;
-            out.push(Stat {
-                protocol: proto.to_string(),
-                name: name.to_string(),
-                value,
-            });
+        let mut names = names.split_ascii_whitespace();
+        let mut values = values.split_ascii_whitespace();
+        loop {
+            match (names.next(), values.next()) {
+                (Some(name), Some(value)) => {
+                    let value = value
+                        .parse()
+                        .map_err(|_| format!("{proto}{name}: {value:?} is not a number"))?;
+                    f(proto, name, value);
+                }
+                (None, None) => break,
+                _ => return Err(format!("{proto}: as many names as values expected")),
+            }
         }
     }
     Ok(())
 }
 
 /// Parses `snmp6`: the protocol is the name up to its first `6`.
-pub fn parse_snmp6(text: &str, out: &mut Vec<Stat>) -> Result<(), String> {
+pub fn parse_snmp6(text: &str, f: &mut impl FnMut(&str, &str, f64)) -> Result<(), String> {
     for line in text.lines() {
-        let mut f = line.split_ascii_whitespace();
-        let (Some(key), Some(value)) = (f.next(), f.next()) else {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(key), Some(value)) = (fields.next(), fields.next()) else {
             continue;
         };
         let Some(six) = key.find('6') else { continue };
         let value = value
             .parse()
             .map_err(|_| format!("{key}: {value:?} is not a number"))?;
-        out.push(Stat {
-            protocol: key[..=six].to_string(),
-            name: key[six + 1..].to_string(),
-            value,
-        });
+        f(&key[..=six], &key[six + 1..], value);
     }
     Ok(())
+}
+
+/// A field filter that remembers its answers (the same few hundred field
+/// names come back on every scrape; the regular expression runs once each).
+#[derive(Debug)]
+pub struct CachedFilter {
+    regex: Option<Regex>,
+    answers: HashMap<String, bool>,
+}
+
+impl CachedFilter {
+    pub fn new(regex: Option<Regex>) -> Self {
+        Self {
+            regex,
+            answers: HashMap::new(),
+        }
+    }
+
+    pub fn matches(&mut self, key: &str) -> bool {
+        let Some(regex) = &self.regex else {
+            return true;
+        };
+        if let Some(&yes) = self.answers.get(key) {
+            return yes;
+        }
+        let yes = regex.is_match(key);
+        // Bounded: a kernel has a few hundred fields.
+        if self.answers.len() < 4096 {
+            self.answers.insert(key.to_string(), yes);
+        }
+        yes
+    }
 }
 
 pub struct NetStat {
     netstat: PathBuf,
     snmp: PathBuf,
     snmp6: PathBuf,
-    fields: Option<Regex>,
+    fields: CachedFilter,
     /// (`Protocol_Name`, `ProtocolName`, value) of the selected fields.
     stats: Vec<(String, String, f64)>,
-    scratch: Vec<Stat>,
 }
 
 impl NetStat {
@@ -90,9 +105,8 @@ impl NetStat {
             netstat: p.proc("net/netstat"),
             snmp: p.proc("net/snmp"),
             snmp6: p.proc("net/snmp6"),
-            fields,
+            fields: CachedFilter::new(fields),
             stats: Vec::new(),
-            scratch: Vec::new(),
         }
     }
 }
@@ -103,29 +117,34 @@ impl Collector for NetStat {
     }
 
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
-        self.scratch.clear();
-        let text = reader.read(&self.netstat)?;
-        parse_pairs(text, &mut self.scratch).map_err(|e| NodeError::parse(&self.netstat, e))?;
-        let text = reader.read(&self.snmp)?;
-        parse_pairs(text, &mut self.scratch).map_err(|e| NodeError::parse(&self.snmp, e))?;
-        // No IPv6 in this kernel: no snmp6, as node_exporter.
-        if let Some(text) = reader.read_optional(&self.snmp6)? {
-            parse_snmp6(text, &mut self.scratch).map_err(|e| NodeError::parse(&self.snmp6, e))?;
-        }
-        self.stats.clear();
+        let Self {
+            netstat,
+            snmp,
+            snmp6,
+            fields,
+            stats,
+        } = self;
+        stats.clear();
         let mut key = String::new();
-        for s in &self.scratch {
+        let mut take = |proto: &str, name: &str, value: f64| {
             key.clear();
-            key.push_str(&s.protocol);
+            key.push_str(proto);
             key.push('_');
-            key.push_str(&s.name);
-            if self.fields.as_ref().is_some_and(|r| !r.is_match(&key)) {
-                continue;
+            key.push_str(name);
+            if fields.matches(&key) {
+                stats.push((key.clone(), format!("{proto}{name}"), value));
             }
-            self.stats.push((key.clone(), format!("{}{}", s.protocol, s.name), s.value));
+        };
+        let text = reader.read(netstat)?;
+        parse_pairs(text, &mut take).map_err(|e| NodeError::parse(netstat, e))?;
+        let text = reader.read(snmp)?;
+        parse_pairs(text, &mut take).map_err(|e| NodeError::parse(snmp, e))?;
+        // No IPv6 in this kernel: no snmp6, as node_exporter.
+        if let Some(text) = reader.read_optional(snmp6)? {
+            parse_snmp6(text, &mut take).map_err(|e| NodeError::parse(snmp6, e))?;
         }
-        self.stats.sort_by(|a, b| a.0.cmp(&b.0));
-        self.stats.dedup_by(|a, b| a.0 == b.0);
+        stats.sort_by(|a, b| a.0.cmp(&b.0));
+        stats.dedup_by(|a, b| a.0 == b.0);
         Ok(())
     }
 
@@ -163,18 +182,35 @@ mod tests {
         assert!(all.matches("# TYPE").count() > 200);
     }
 
+    fn pairs(text: &str) -> Result<Vec<(String, String, f64)>, String> {
+        let mut v = Vec::new();
+        parse_pairs(text, &mut |p, n, x| v.push((p.to_string(), n.to_string(), x)))?;
+        Ok(v)
+    }
+
     #[test]
     fn pairing_errors() {
+        assert!(pairs("Tcp: A B\nTcp: 1\n").is_err());
+        assert!(pairs("Tcp: A\nTcp: 1 2\n").is_err());
+        assert!(pairs("Tcp: A\nUdp: 1\n").is_err());
+        assert!(pairs("Tcp: A\n").is_err());
+        assert!(pairs("Tcp: A\nTcp: x\n").is_err());
+        assert_eq!(pairs("Tcp: MaxConn A\nTcp: -1 2\n").unwrap()[0].2, -1.0);
         let mut v = Vec::new();
-        assert!(parse_pairs("Tcp: A B\nTcp: 1\n", &mut v).is_err());
-        assert!(parse_pairs("Tcp: A\nUdp: 1\n", &mut v).is_err());
-        assert!(parse_pairs("Tcp: A\n", &mut v).is_err());
-        assert!(parse_pairs("Tcp: A\nTcp: x\n", &mut v).is_err());
-        v.clear();
-        parse_pairs("Tcp: MaxConn A\nTcp: -1 2\n", &mut v).unwrap();
-        assert_eq!(v[0].value, -1.0);
-        v.clear();
-        parse_snmp6("Ip6InReceives 5\nnosix 1\n", &mut v).unwrap();
-        assert_eq!(v, vec![Stat { protocol: "Ip6".into(), name: "InReceives".into(), value: 5.0 }]);
+        parse_snmp6("Ip6InReceives 5\nnosix 1\n", &mut |p, n, x| {
+            v.push((p.to_string(), n.to_string(), x))
+        })
+        .unwrap();
+        assert_eq!(v, vec![("Ip6".into(), "InReceives".into(), 5.0)]);
+    }
+
+    #[test]
+    fn filter_remembers() {
+        let mut f = CachedFilter::new(filter_regex("x", "^Tcp_").unwrap());
+        assert!(f.matches("Tcp_InSegs"));
+        assert!(!f.matches("Udp_InErrors"));
+        assert!(f.matches("Tcp_InSegs"));
+        assert_eq!(f.answers.len(), 2);
+        assert!(CachedFilter::new(None).matches("anything"));
     }
 }

@@ -1,14 +1,15 @@
-//! `vmstat` collector: `/proc/vmstat` (procfs), filtered by node_exporter's
-//! default field set.
+//! `vmstat` collector: `/proc/vmstat` (`name value` lines), filtered by
+//! node_exporter's default field set. procfs's `VmStat` builds a map of
+//! all ~180 fields per read; the handful selected are kept directly here.
 
 use std::path::PathBuf;
 
-use procfs_core::{FromRead as _, VmStat as ProcVmStat};
 use regex::Regex;
 
 use super::{
     Collector, NodeError, NodePaths, Reader,
     expo::{Exposition, Kind},
+    netstat::CachedFilter,
     otel::{OtelBatch, kv, metric_desc},
 };
 
@@ -17,7 +18,7 @@ metric_desc!(PAGING_OPERATIONS, "system.paging.operations", "{operation}", Count
 
 pub struct VmStat {
     path: PathBuf,
-    fields: Option<Regex>,
+    fields: CachedFilter,
     /// Selected fields, sorted by name.
     selected: Vec<(String, i64)>,
     /// (pgfault, pgmajfault, pswpin, pswpout, pgpgin, pgpgout) for OTLP.
@@ -28,7 +29,7 @@ impl VmStat {
     pub fn new(p: &NodePaths, fields: Option<Regex>) -> Self {
         Self {
             path: p.proc("vmstat"),
-            fields,
+            fields: CachedFilter::new(fields),
             selected: Vec::new(),
             paging: [None; 6],
         }
@@ -41,16 +42,25 @@ impl Collector for VmStat {
     }
 
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
+        const PAGING: [&str; 6] = ["pgfault", "pgmajfault", "pswpin", "pswpout", "pgpgin", "pgpgout"];
         let text = reader.read(&self.path)?;
-        let all = ProcVmStat::from_read(text.as_bytes())
-            .map_err(|e| NodeError::parse(&self.path, e.to_string()))?
-            .0;
-        self.paging = ["pgfault", "pgmajfault", "pswpin", "pswpout", "pgpgin", "pgpgout"]
-            .map(|k| all.get(k).copied());
-        self.selected = all
-            .into_iter()
-            .filter(|(k, _)| self.fields.as_ref().is_none_or(|r| r.is_match(k)))
-            .collect();
+        self.selected.clear();
+        self.paging = [None; 6];
+        for line in text.lines() {
+            let mut f = line.split_ascii_whitespace();
+            let (Some(key), Some(value)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let value: i64 = value.parse().map_err(|_| {
+                NodeError::parse(&self.path, format!("{key}: {value:?} is not a number"))
+            })?;
+            if let Some(i) = PAGING.iter().position(|p| *p == key) {
+                self.paging[i] = Some(value);
+            }
+            if self.fields.matches(key) {
+                self.selected.push((key.to_string(), value));
+            }
+        }
         self.selected.sort_unstable();
         Ok(())
     }
@@ -101,5 +111,12 @@ mod tests {
         let names: Vec<&str> = out.lines().filter(|l| l.starts_with("# TYPE")).collect();
         assert_eq!(names.len(), 7, "{out}");
         assert!(out.contains("# HELP node_vmstat_pgfault /proc/vmstat information field pgfault.\n# TYPE node_vmstat_pgfault untyped\n"));
+    }
+
+    #[test]
+    fn bad_value() {
+        let t = crate::node::test_support::Tree::new();
+        t.write("proc/vmstat", "pgfault x\n");
+        assert!(VmStat::new(&t.paths(), None).update(&mut Reader::new()).is_err());
     }
 }
