@@ -1,4 +1,5 @@
-//! Benchmarks with and without the agent, interleaved in one run.
+//! Benchmarks with and without the agent, interleaved in one run
+//! (`cargo xtask bench metrics` is in `bench_metrics.rs`).
 //!
 //! `cargo xtask bench http`: nginx answering a fixed small response, driven
 //! by wrk at maximum rate on loopback. Each round runs "bare" and "agent"
@@ -42,6 +43,23 @@ pub enum Which {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// The agent's /metrics against prometheus-node-exporter, same
+    /// collectors, interleaved; then the agent's idle CPU at a 15 s scrape
+    /// interval.
+    Metrics {
+        /// Interleaved rounds (each scrapes both).
+        #[arg(long, default_value_t = 20)]
+        rounds: u32,
+        /// Scrapes per exporter per round.
+        #[arg(long, default_value_t = 50)]
+        scrapes: u32,
+        /// Seconds of the idle measurement (0: skip).
+        #[arg(long, default_value_t = 120)]
+        idle_seconds: u32,
+        /// Where to write the markdown report.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
@@ -61,6 +79,19 @@ pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
             eprintln!("report written to {}", out.display());
             Ok(())
         }
+        Which::Metrics {
+            rounds,
+            scrapes,
+            idle_seconds,
+            output,
+        } => {
+            let report = crate::bench_metrics::run(agent, rounds, scrapes, idle_seconds)?;
+            println!("{report}");
+            let out = output.unwrap_or_else(|| root.join("target/bench-metrics.md"));
+            fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("report written to {}", out.display());
+            Ok(())
+        }
     }
 }
 
@@ -76,15 +107,15 @@ fn build_sink(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/release/otlp_sink"))
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A child process killed (SIGINT, then SIGKILL) on drop.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Proc {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.0.id()
     }
 
@@ -148,7 +179,7 @@ fn start_nginx(dir: &Path) -> Result<Nginx> {
     })
 }
 
-fn wait_port(port: u16) -> Result<()> {
+pub(crate) fn wait_port(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -367,7 +398,7 @@ fn run_with_agent(
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         return f64::NAN;

@@ -6,6 +6,7 @@
 //! `rust-src` component (build-std), and the real peers the tests drive.
 
 mod bench;
+mod bench_metrics;
 mod setup;
 
 use std::{

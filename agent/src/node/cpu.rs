@@ -166,19 +166,23 @@ mod tests {
         t.write("proc/stat", "cpu0 100 0 100 1000 50 0 0 0 0 0\n");
         let mut c = Cpu::new(&t.paths());
         let mut r = Reader::new();
+        r.new_cycle();
         c.update(&mut r).unwrap();
         // iowait goes back: the old value stays.
         t.write("proc/stat", "cpu0 200 0 100 1010 40 0 0 0 0 0\n");
+        r.new_cycle();
         c.update(&mut r).unwrap();
         let s = c.cpus[0].1;
         assert_eq!(s[1], 0.5, "iowait kept");
         assert_eq!(s[7], 2.0, "user moved");
         // Idle jumps back by 10 s: hotplug, start over.
         t.write("proc/stat", "cpu0 1 0 1 10 1 0 0 0 0 0\n");
+        r.new_cycle();
         c.update(&mut r).unwrap();
         assert_eq!(c.cpus[0].1[0], 0.1);
         // A CPU goes offline.
         t.write("proc/stat", "cpu1 1 0 1 10 1 0 0 0 0 0\n");
+        r.new_cycle();
         c.update(&mut r).unwrap();
         assert_eq!(c.cpus.len(), 1);
         assert_eq!(c.cpus[0].0, 1);

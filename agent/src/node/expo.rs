@@ -201,19 +201,32 @@ pub fn write_float(out: &mut String, v: f64) {
         let _ = write!(out, "{}", v as i64);
         return;
     }
-    // Shortest round-trip digits and the decimal exponent, from Rust's
-    // `{:e}` ("d.ddddde-x").
-    let mut buf = Buf::default();
-    let _ = write!(buf, "{:e}", v.abs());
-    let text = buf.as_str();
-    let (mantissa, exp) = text.split_once('e').unwrap_or((text, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
     let mut digits = [0u8; 24];
     let mut n = 0;
-    for b in mantissa.bytes().filter(u8::is_ascii_digit) {
-        if n < digits.len() {
+    let exp: i32;
+    if v.fract() == 0.0 && v.abs() < 9.007_199_254_740_992e15 {
+        // An exact integer: its decimal digits are the shortest ones
+        // (trailing zeros aside), no float formatting needed.
+        let mut ib = itoa::Buffer::new();
+        let text = ib.format(v.abs() as u64);
+        exp = text.len() as i32 - 1;
+        for b in text.trim_end_matches('0').bytes() {
             digits[n] = b;
             n += 1;
+        }
+    } else {
+        // Shortest round-trip digits and the decimal exponent, from Rust's
+        // `{:e}` ("d.ddddde-x").
+        let mut buf = Buf::default();
+        let _ = write!(buf, "{:e}", v.abs());
+        let text = buf.as_str();
+        let (mantissa, e) = text.split_once('e').unwrap_or((text, "0"));
+        exp = e.parse().unwrap_or(0);
+        for b in mantissa.bytes().filter(u8::is_ascii_digit) {
+            if n < digits.len() {
+                digits[n] = b;
+                n += 1;
+            }
         }
     }
     let digits = &digits[..n];
@@ -326,6 +339,18 @@ mod tests {
         assert_eq!(f(f64::INFINITY), "+Inf");
         assert_eq!(f(f64::NAN), "NaN");
         assert_eq!(f(1e100), "1e+100");
+        assert_eq!(f(2_466_116.0), "2.466116e+06");
+        assert_eq!(f(25_275_990_016.0), "2.5275990016e+10");
+        assert_eq!(f(-7_000_000.0), "-7e+06");
+        assert_eq!(f(9_007_199_254_740_993.0), "9.007199254740992e+15");
+        // Every integer agrees with the float path.
+        for v in [1e6, 1234567.0, 1e15, 123456789012345.0, 4_000_000_001.0] {
+            let mut slow = String::new();
+            let (m, e) = format!("{v:e}").split_once('e').map(|(m, e)| (m.to_string(), e.parse::<i32>().unwrap())).unwrap();
+            slow.push_str(&m);
+            slow.push_str(&format!("e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs()));
+            assert_eq!(f(v), slow, "{v}");
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! `filesystem` collector: mounts from `/proc/1/mounts` (procfs), with
+//! `filesystem` collector: mounts from `/proc/1/mounts`, with
 //! node_exporter's default mount-point and filesystem-type exclusions, and
 //! `statfs(2)` of each.
 //!
-//! `statfs` on a dead network mount blocks, so it runs on a worker thread
+//! `statfs` on a dead network (or FUSE) mount blocks, so for every
+//! filesystem type that is not known to be local it runs on a worker thread
 //! and is given `mount_timeout` (5 s, as node_exporter); a mount that did not
 //! answer is marked stuck and reported with `node_filesystem_device_error 1`
-//! without being asked again until its hung call returns.
+//! without being asked again until its hung call returns. Local filesystems
+//! are asked directly (a thread hop costs more than their `statfs`).
 
 use std::{
     collections::HashSet,
@@ -16,7 +18,6 @@ use std::{
     time::Duration,
 };
 
-use procfs_core::{FromRead as _, MountEntry};
 use regex::Regex;
 
 use super::{
@@ -78,19 +79,63 @@ impl Filesystem {
     }
 }
 
-/// Parses a mounts file (procfs), undoing the octal escape of spaces that
-/// procfs leaves (`\040`).
-pub fn parse_mounts(text: &str) -> Result<Vec<MountEntry>, String> {
-    let mut entries =
-        Vec::<MountEntry>::from_read(text.as_bytes()).map_err(|e| e.to_string())?;
-    for e in &mut entries {
-        for s in [&mut e.fs_spec, &mut e.fs_file] {
-            if s.contains("\\040") {
-                *s = s.replace("\\040", " ");
-            }
+/// One line of a mounts file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountEntry {
+    pub device: String,
+    pub mountpoint: String,
+    pub fstype: String,
+    pub readonly: bool,
+}
+
+/// Undoes the kernel's octal escapes (`\040` space, `\011` tab, `\012`,
+/// `\134` backslash).
+fn unescape(field: &str) -> String {
+    if !field.contains('\\') {
+        return field.to_string();
+    }
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
         }
     }
-    Ok(entries)
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a mounts file (`device mountpoint fstype options freq passno`).
+/// procfs's parser allocates a map of options per mount and leaves `\040`
+/// escaped; only `ro` matters here.
+pub fn parse_mounts(text: &str) -> Result<Vec<MountEntry>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut f = line.split(' ');
+        let (Some(device), Some(mountpoint), Some(fstype), Some(options)) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
+            return Err(format!("line {}: fewer than four fields", n + 1));
+        };
+        out.push(MountEntry {
+            device: unescape(device),
+            mountpoint: unescape(mountpoint),
+            fstype: unescape(fstype),
+            readonly: options.split(',').any(|o| o == "ro"),
+        });
+    }
+    Ok(out)
 }
 
 impl Collector for Filesystem {
@@ -104,39 +149,46 @@ impl Collector for Filesystem {
             None => (&self.fallback_mounts_path, reader.read(&self.fallback_mounts_path)?),
         };
         let entries = parse_mounts(text).map_err(|e| NodeError::parse(path, e))?;
-        let mut seen = HashSet::new();
         self.mounts.clear();
         for e in entries {
             // Mount points as the host sees them (without the rootfs prefix
             // when the agent runs in a container).
-            let mountpoint = strip_root(&self.root, &e.fs_file);
+            let mountpoint = strip_root(&self.root, &e.mountpoint);
             if self.mount_points_exclude.as_ref().is_some_and(|r| r.is_match(&mountpoint))
-                || self.fs_types_exclude.as_ref().is_some_and(|r| r.is_match(&e.fs_vfstype))
+                || self.fs_types_exclude.as_ref().is_some_and(|r| r.is_match(&e.fstype))
             {
                 continue;
             }
-            if !seen.insert((e.fs_spec.clone(), mountpoint.clone(), e.fs_vfstype.clone())) {
+            if self.mounts.iter().any(|m| {
+                m.mountpoint == mountpoint && m.device == e.device && m.fstype == e.fstype
+            }) {
                 continue;
             }
             self.mounts.push(Mount {
-                device: e.fs_spec,
+                device: e.device,
                 mountpoint,
-                fstype: e.fs_vfstype,
-                readonly: e.fs_mntops.contains_key("ro"),
+                fstype: e.fstype,
+                readonly: e.readonly,
                 usage: None,
             });
         }
-        let requests = self
-            .mounts
-            .iter()
-            .map(|m| {
-                let at = self.root.join(m.mountpoint.trim_start_matches('/'));
-                (m.mountpoint.clone(), at)
-            })
-            .collect();
-        let usages = self.statfs.statfs_all(requests);
-        for (m, u) in self.mounts.iter_mut().zip(usages) {
-            m.usage = u;
+        let mut remote = Vec::new();
+        for (i, m) in self.mounts.iter_mut().enumerate() {
+            let at = self.root.join(m.mountpoint.trim_start_matches('/'));
+            if is_local(&m.fstype) {
+                m.usage = CString::new(at.as_os_str().as_bytes()).ok().and_then(|p| statfs(&p));
+            } else {
+                remote.push((i, m.mountpoint.clone(), at));
+            }
+        }
+        if !remote.is_empty() {
+            let indexes: Vec<usize> = remote.iter().map(|(i, _, _)| *i).collect();
+            let usages = self
+                .statfs
+                .statfs_all(remote.into_iter().map(|(_, m, p)| (m, p)).collect());
+            for (i, u) in indexes.into_iter().zip(usages) {
+                self.mounts[i].usage = u;
+            }
         }
         Ok(())
     }
@@ -196,6 +248,18 @@ impl Collector for Filesystem {
             out.int(&FS_INODES, attrs("free"), u.files_free as u64);
         }
     }
+}
+
+/// Filesystems whose `statfs` answers from local state (no network, no
+/// user-space daemon), so it cannot hang.
+fn is_local(fstype: &str) -> bool {
+    matches!(
+        fstype,
+        "ext2" | "ext3" | "ext4" | "xfs" | "btrfs" | "f2fs" | "jfs" | "reiserfs" | "bcachefs"
+            | "tmpfs" | "ramfs" | "vfat" | "msdos" | "exfat" | "ntfs" | "ntfs3" | "hfsplus"
+            | "udf" | "erofs" | "squashfs" | "iso9660" | "zfs" | "nilfs2" | "efivarfs"
+            | "devtmpfs" | "overlay"
+    )
 }
 
 fn strip_root(root: &Path, mountpoint: &str) -> String {
@@ -407,7 +471,8 @@ mod tests {
     fn a_mount_that_does_not_answer_in_time_is_stuck_then_recovers() {
         let t = Tree::new();
         std::fs::create_dir_all(t.0.path().join("root/data")).unwrap();
-        t.write("proc/1/mounts", "/dev/sdb /data ext4 rw 0 0\n");
+        // A network filesystem: asked on the worker, with the timeout.
+        t.write("proc/1/mounts", "server:/export /data nfs4 rw 0 0\n");
         let mut c = Filesystem::new(&t.paths(), None, None, Duration::from_nanos(1));
         c.update(&mut Reader::new()).unwrap();
         assert_eq!(c.mounts[0].usage, None, "gave up waiting");
@@ -420,6 +485,16 @@ mod tests {
         let mut ok = collector(&t.paths());
         ok.update(&mut Reader::new()).unwrap();
         assert!(ok.mounts[0].usage.is_some());
+    }
+
+    #[test]
+    fn mount_lines() {
+        let m = parse_mounts("/dev/a /x\\040y\\134z ext4 rw,noatime 0 0\n\nb / xfs ro 0 0\n").unwrap();
+        assert_eq!(m[0].mountpoint, "/x y\\z");
+        assert!(!m[0].readonly);
+        assert!(m[1].readonly);
+        assert_eq!(unescape("trailing\\04"), "trailing\\04");
+        assert!(parse_mounts("only three fields\n").is_err());
     }
 
     #[test]

@@ -67,3 +67,58 @@ fn same_exposition_as_node_exporter() {
     );
     assert!(golden.len() > 500, "golden file too small: {}", golden.len());
 }
+
+/// `cargo test --release -p agent --lib node::golden_tests::profile -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, not a test"]
+fn profile_live_scrape() {
+    let mut node = Node::new(&NodeOptions::default()).unwrap();
+    let metrics = crate::telemetry::Metrics::new();
+    let n = 2000;
+    let mut per: std::collections::BTreeMap<&str, f64> = Default::default();
+    let mut render = 0.0;
+    let mut own = 0.0;
+    let mut e = Exposition::new();
+    for _ in 0..n {
+        node.update();
+        for en in &node.entries {
+            *per.entry(en.collector.name()).or_default() += en.duration;
+        }
+        let t = std::time::Instant::now();
+        e.clear();
+        node.prometheus(&mut e);
+        render += t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let _ = metrics.render();
+        own += t.elapsed().as_secs_f64();
+    }
+    let total: f64 = per.values().sum();
+    for (k, v) in &per {
+        eprintln!("{k:12} {:7.1} us", v / n as f64 * 1e6);
+    }
+    eprintln!("collectors   {:7.1} us", total / n as f64 * 1e6);
+    eprintln!("render       {:7.1} us", render / n as f64 * 1e6);
+    eprintln!("agent's own  {:7.1} us", own / n as f64 * 1e6);
+}
+
+#[test]
+#[ignore = "a measurement, not a test"]
+fn profile_fixture_scrape() {
+    let opts = NodeOptions {
+        paths: fixture_paths(),
+        textfile_directory: Some(fixtures_dir().join("textfile")),
+        ..NodeOptions::default()
+    };
+    let mut node = Node::new(&opts).unwrap();
+    let n = 2000;
+    let mut per: std::collections::BTreeMap<&str, f64> = Default::default();
+    for _ in 0..n {
+        node.update();
+        for en in &node.entries {
+            *per.entry(en.collector.name()).or_default() += en.duration;
+        }
+    }
+    for (k, v) in &per {
+        eprintln!("{k:12} {:7.1} us", v / n as f64 * 1e6);
+    }
+}

@@ -85,7 +85,11 @@ metric_desc!(
 
 pub struct MemInfo {
     path: PathBuf,
+    /// (name, value), sorted by name.
     fields: Vec<(String, f64)>,
+    /// The file's keys in file order with their index in `fields` and
+    /// multiplier: the next read with the same keys only updates values.
+    layout: Vec<(String, usize, f64)>,
 }
 
 impl MemInfo {
@@ -93,6 +97,56 @@ impl MemInfo {
         Self {
             path: p.proc("meminfo"),
             fields: Vec::new(),
+            layout: Vec::new(),
+        }
+    }
+
+    /// Updates the values in place when the file has the same keys as
+    /// last time; false when it does not.
+    fn update_in_place(&mut self, text: &str) -> bool {
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        for (key, index, scale) in &self.layout {
+            let Some(line) = lines.next() else {
+                return false;
+            };
+            let mut f = line.split_ascii_whitespace();
+            if f.next() != Some(key.as_str()) {
+                return false;
+            }
+            let Some(Ok(v)) = f.next().map(str::parse::<f64>) else {
+                return false;
+            };
+            self.fields[*index].1 = v * scale;
+        }
+        lines.next().is_none() && !self.layout.is_empty()
+    }
+
+    fn rebuild_layout(&mut self, text: &str) {
+        self.layout.clear();
+        for line in text.lines() {
+            let mut f = line.split_ascii_whitespace();
+            let (Some(key), Some(_)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let scale = if f.next() == Some("kB") { 1024.0 } else { 1.0 };
+            let mut name = String::new();
+            for c in key.trim_end_matches(':').chars() {
+                match c {
+                    '(' => name.push('_'),
+                    ')' => {}
+                    c => name.push(c),
+                }
+            }
+            if scale > 1.0 {
+                name.push_str("_bytes");
+            }
+            if let Ok(i) = self.fields.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
+                self.layout.push((key.to_string(), i, scale));
+            }
+        }
+        if self.layout.len() != self.fields.len() {
+            // Repeated keys: no shortcut.
+            self.layout.clear();
         }
     }
 
@@ -111,7 +165,10 @@ impl Collector for MemInfo {
 
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
         let text = reader.read(&self.path)?;
-        self.fields = parse(text).map_err(|e| NodeError::parse(&self.path, e))?;
+        if !self.update_in_place(text) {
+            self.fields = parse(text).map_err(|e| NodeError::parse(&self.path, e))?;
+            self.rebuild_layout(text);
+        }
         Ok(())
     }
 
@@ -189,6 +246,29 @@ mod tests {
         );
         assert!(parse("MemTotal: x kB\n").is_err());
         assert!(parse("MemTotal: 1 MB\n").is_err());
+    }
+
+    #[test]
+    fn values_update_in_place_and_new_keys_rebuild() {
+        let t = crate::node::test_support::Tree::new();
+        t.write("proc/meminfo", "MemTotal: 1 kB\nActive(anon): 2 kB\n");
+        let mut m = MemInfo::new(&t.paths());
+        let mut r = Reader::new();
+        m.update(&mut r).unwrap();
+        assert_eq!(m.layout.len(), 2);
+        t.write("proc/meminfo", "MemTotal: 3 kB\nActive(anon): 4 kB\n");
+        m.update(&mut r).unwrap();
+        assert_eq!(m.get("MemTotal_bytes"), Some(3072.0));
+        assert_eq!(m.get("Active_anon_bytes"), Some(4096.0));
+        t.write("proc/meminfo", "MemTotal: 3 kB\nActive(anon): 4 kB\nNew: 5\n");
+        m.update(&mut r).unwrap();
+        assert_eq!(m.get("New"), Some(5.0));
+        t.write("proc/meminfo", "MemTotal: 6 kB\n");
+        m.update(&mut r).unwrap();
+        assert_eq!(m.fields.len(), 1);
+        assert_eq!(m.get("MemTotal_bytes"), Some(6144.0));
+        t.write("proc/meminfo", "MemTotal: x kB\n");
+        assert!(m.update(&mut r).is_err());
     }
 
     #[test]

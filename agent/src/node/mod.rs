@@ -293,6 +293,7 @@ impl Node {
 
     /// Runs every collector, timing each.
     pub fn update(&mut self) {
+        self.reader.new_cycle();
         for e in &mut self.entries {
             let start = Instant::now();
             let result = e.collector.update(&mut self.reader);

@@ -14,8 +14,12 @@ use super::{
 };
 
 /// Parses the header/value line pairs of `netstat` and `snmp`, calling
-/// `f(protocol, name, value)` for each statistic.
-pub fn parse_pairs(text: &str, f: &mut impl FnMut(&str, &str, f64)) -> Result<(), String> {
+/// `f(protocol, name, value)` for each statistic (`value` is parsed only
+/// when `f` asks for it, so unselected fields cost a split).
+pub fn parse_pairs(
+    text: &str,
+    f: &mut impl FnMut(&str, &str, &dyn Fn() -> Result<f64, String>),
+) -> Result<(), String> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     while let Some(names) = lines.next() {
         let values = lines.next().ok_or("header line without values")?;
@@ -29,10 +33,12 @@ pub fn parse_pairs(text: &str, f: &mut impl FnMut(&str, &str, f64)) -> Result<()
         loop {
             match (names.next(), values.next()) {
                 (Some(name), Some(value)) => {
-                    let value = value
-                        .parse()
-                        .map_err(|_| format!("{proto}{name}: {value:?} is not a number"))?;
-                    f(proto, name, value);
+                    let parse = || {
+                        value
+                            .parse::<f64>()
+                            .map_err(|_| format!("{proto}{name}: {value:?} is not a number"))
+                    };
+                    f(proto, name, &parse);
                 }
                 (None, None) => break,
                 _ => return Err(format!("{proto}: as many names as values expected")),
@@ -43,17 +49,22 @@ pub fn parse_pairs(text: &str, f: &mut impl FnMut(&str, &str, f64)) -> Result<()
 }
 
 /// Parses `snmp6`: the protocol is the name up to its first `6`.
-pub fn parse_snmp6(text: &str, f: &mut impl FnMut(&str, &str, f64)) -> Result<(), String> {
+pub fn parse_snmp6(
+    text: &str,
+    f: &mut impl FnMut(&str, &str, &dyn Fn() -> Result<f64, String>),
+) -> Result<(), String> {
     for line in text.lines() {
         let mut fields = line.split_ascii_whitespace();
         let (Some(key), Some(value)) = (fields.next(), fields.next()) else {
             continue;
         };
         let Some(six) = key.find('6') else { continue };
-        let value = value
-            .parse()
-            .map_err(|_| format!("{key}: {value:?} is not a number"))?;
-        f(&key[..=six], &key[six + 1..], value);
+        let parse = || {
+            value
+                .parse::<f64>()
+                .map_err(|_| format!("{key}: {value:?} is not a number"))
+        };
+        f(&key[..=six], &key[six + 1..], &parse);
     }
     Ok(())
 }
@@ -126,13 +137,17 @@ impl Collector for NetStat {
         } = self;
         stats.clear();
         let mut key = String::new();
-        let mut take = |proto: &str, name: &str, value: f64| {
+        let mut bad = None;
+        let mut take = |proto: &str, name: &str, value: &dyn Fn() -> Result<f64, String>| {
             key.clear();
             key.push_str(proto);
             key.push('_');
             key.push_str(name);
             if fields.matches(&key) {
-                stats.push((key.clone(), format!("{proto}{name}"), value));
+                match value() {
+                    Ok(v) => stats.push((key.clone(), format!("{proto}{name}"), v)),
+                    Err(e) => bad = Some(e),
+                }
             }
         };
         let text = reader.read(netstat)?;
@@ -142,6 +157,9 @@ impl Collector for NetStat {
         // No IPv6 in this kernel: no snmp6, as node_exporter.
         if let Some(text) = reader.read_optional(snmp6)? {
             parse_snmp6(text, &mut take).map_err(|e| NodeError::parse(snmp6, e))?;
+        }
+        if let Some(e) = bad {
+            return Err(NodeError::parse(netstat, e));
         }
         stats.sort_by(|a, b| a.0.cmp(&b.0));
         stats.dedup_by(|a, b| a.0 == b.0);
@@ -184,8 +202,12 @@ mod tests {
 
     fn pairs(text: &str) -> Result<Vec<(String, String, f64)>, String> {
         let mut v = Vec::new();
-        parse_pairs(text, &mut |p, n, x| v.push((p.to_string(), n.to_string(), x)))?;
-        Ok(v)
+        let mut bad = None;
+        parse_pairs(text, &mut |p, n, x| match x() {
+            Ok(x) => v.push((p.to_string(), n.to_string(), x)),
+            Err(e) => bad = Some(e),
+        })?;
+        bad.map_or(Ok(v), Err)
     }
 
     #[test]
@@ -198,7 +220,7 @@ mod tests {
         assert_eq!(pairs("Tcp: MaxConn A\nTcp: -1 2\n").unwrap()[0].2, -1.0);
         let mut v = Vec::new();
         parse_snmp6("Ip6InReceives 5\nnosix 1\n", &mut |p, n, x| {
-            v.push((p.to_string(), n.to_string(), x))
+            v.push((p.to_string(), n.to_string(), x().unwrap()))
         })
         .unwrap();
         assert_eq!(v, vec![("Ip6".into(), "InReceives".into(), 5.0)]);

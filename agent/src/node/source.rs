@@ -45,17 +45,42 @@ impl NodePaths {
 /// bounds memory against a strange file).
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
-/// A read buffer reused across files and scrapes.
+/// A read buffer reused across files and scrapes, and one file kept for
+/// the whole of one collection (`/proc/stat` serves two collectors).
 #[derive(Debug, Default)]
 pub struct Reader {
     buf: String,
+    shared: Option<(PathBuf, String)>,
 }
 
 impl Reader {
     pub fn new() -> Self {
         Self {
             buf: String::with_capacity(64 * 1024),
+            shared: None,
         }
+    }
+
+    /// Starts a collection: the kept file is read again when next asked.
+    pub fn new_cycle(&mut self) {
+        if let Some((path, _)) = &mut self.shared {
+            path.clear();
+        }
+    }
+
+    /// The file, read once per collection.
+    pub fn read_shared(&mut self, path: &Path) -> Result<&str, NodeError> {
+        let fresh = self.shared.as_ref().is_some_and(|(p, _)| p == path);
+        if !fresh {
+            let mut text = self.shared.take().map(|(_, t)| t).unwrap_or_default();
+            text.clear();
+            let file = std::fs::File::open(path).map_err(|e| NodeError::io(path, e))?;
+            file.take(MAX_FILE_BYTES)
+                .read_to_string(&mut text)
+                .map_err(|e| NodeError::io(path, e))?;
+            self.shared = Some((path.to_path_buf(), text));
+        }
+        Ok(self.shared.as_ref().map_or("", |(_, t)| t.as_str()))
     }
 
     /// The whole file as text (at most [`MAX_FILE_BYTES`]).

@@ -97,7 +97,7 @@ impl ProcStat {
 
 /// Reads and parses `/proc/stat`.
 pub fn read_proc_stat(reader: &mut Reader, path: &std::path::Path) -> Result<ProcStat, NodeError> {
-    let text = reader.read(path)?;
+    let text = reader.read_shared(path)?;
     ProcStat::parse(text).map_err(|e| NodeError::parse(path, e))
 }
 
