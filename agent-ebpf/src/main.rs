@@ -7,6 +7,8 @@
 //! - `conn`: socket lifecycle (accept, connect, close, TCP state);
 //! - `proc`: process exits;
 //! - `sched`: fork, exec and exit counts (per-CPU array);
+//! - `runq`: run-queue delay (not attached by default; see its cost in
+//!   BENCHMARKS.md);
 //! - `sock`: the descriptor → `struct sock` walk and address reads;
 //! - `maps`: maps, load-time globals and the loss counters.
 #![no_std]
@@ -16,6 +18,7 @@ mod capture;
 mod conn;
 mod maps;
 mod proc;
+mod runq;
 mod sched;
 mod sock;
 

@@ -485,7 +485,12 @@ impl Config {
                 file_endpoint: file.export.otlp.endpoint.as_deref(),
                 file_metrics_endpoint: file.export.otlp.metrics_endpoint.as_deref(),
                 file_protocol: file.export.otlp.protocol,
-                file_headers: file.export.otlp.headers.as_ref().unwrap_or(&BTreeMap::new()),
+                file_headers: file
+                    .export
+                    .otlp
+                    .headers
+                    .as_ref()
+                    .unwrap_or(&BTreeMap::new()),
                 file_timeout: file.export.otlp.timeout,
             },
         )?;

@@ -90,6 +90,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         ring_bytes: cfg.capture.ring_buffer_bytes,
         max_connections: cfg.capture.max_connections,
         wakeup_bytes: cfg.capture.wakeup_bytes,
+        runqueue_latency: cfg.node.runqueue_latency,
     };
     let mut capture = tokio::task::spawn_blocking(move || Capture::load(&load))
         .await

@@ -89,7 +89,12 @@ fn spawn(bin: &Path, args: &[String], dir: tempfile::TempDir, addr: SocketAddr) 
         .stdout(out)
         .stderr(err)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e} (run `cargo xtask setup`)", bin.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (run `cargo xtask setup`)",
+                bin.display()
+            )
+        });
     let d = Daemon {
         child,
         addr,
@@ -174,7 +179,10 @@ pub fn promql(prometheus: &Daemon, query: &str) -> Result<Vec<(String, f64)>, St
         .iter()
         .map(|r| {
             let v = r["value"][1].as_str().ok_or("no value")?;
-            Ok((r["metric"].to_string(), v.parse::<f64>().map_err(|e| e.to_string())?))
+            Ok((
+                r["metric"].to_string(),
+                v.parse::<f64>().map_err(|e| e.to_string())?,
+            ))
         })
         .collect()
 }
@@ -239,11 +247,7 @@ pub fn families(text: &str) -> BTreeMap<String, Family> {
             let Some(s) = crate::prom::parse(line).pop() else {
                 continue;
             };
-            let labels: Vec<String> = s
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v:?}"))
-                .collect();
+            let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
             let key = if labels.is_empty() {
                 s.name.clone()
             } else {

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use agent_tests::agent::{AgentOptions, AgentProcess, require_bpf};
 use agent_tests::node_exporter::{
-    COLLECTORS, Family, families, promql, promtool_findings, start_node_exporter,
-    start_prometheus,
+    COLLECTORS, Family, families, promql, promtool_findings, start_node_exporter, start_prometheus,
 };
 
 /// A textfile directory with one file, shared by both exporters.
@@ -92,10 +91,16 @@ fn compare(
             continue;
         };
         if ours.help != ne.help {
-            problems.push(format!("{name}: HELP {:?} != node_exporter's {:?}", ours.help, ne.help));
+            problems.push(format!(
+                "{name}: HELP {:?} != node_exporter's {:?}",
+                ours.help, ne.help
+            ));
         }
         if ours.kind != ne.kind {
-            problems.push(format!("{name}: TYPE {} != node_exporter's {}", ours.kind, ne.kind));
+            problems.push(format!(
+                "{name}: TYPE {} != node_exporter's {}",
+                ours.kind, ne.kind
+            ));
         }
         if ours.label_sets() != ne.label_sets() {
             problems.push(format!(
@@ -163,7 +168,10 @@ fn side_by_side_with_node_exporter() {
             let collectors = ours["node_scrape_collector_success"].series.len();
             assert_eq!(collectors, COLLECTORS.len());
             assert!(
-                ours["node_scrape_collector_success"].series.values().all(|v| *v == 1.0),
+                ours["node_scrape_collector_success"]
+                    .series
+                    .values()
+                    .all(|v| *v == 1.0),
                 "a collector failed: {:?}",
                 ours["node_scrape_collector_success"].series
             );
@@ -197,7 +205,8 @@ fn promtool_finds_nothing_node_exporter_does_not_have() {
     );
     // node_exporter's own legacy names are reported on both.
     assert!(
-        ours.iter().any(|f| f.contains("node_memory_MemTotal_bytes")),
+        ours.iter()
+            .any(|f| f.contains("node_memory_MemTotal_bytes")),
         "promtool did not run? {ours:?}"
     );
 }
@@ -222,14 +231,21 @@ fn prometheus_scrapes_the_agent() {
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    assert!(up, "up{{job=\"agent\"}} never became 1:\n{}", prometheus.log_tail());
+    assert!(
+        up,
+        "up{{job=\"agent\"}} never became 1:\n{}",
+        prometheus.log_tail()
+    );
     let cpus = std::fs::read_to_string("/proc/stat")
         .unwrap()
         .lines()
         .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
         .count();
-    let count = promql(&prometheus, "count(node_cpu_seconds_total{job=\"agent\",mode=\"idle\"})")
-        .unwrap();
+    let count = promql(
+        &prometheus,
+        "count(node_cpu_seconds_total{job=\"agent\",mode=\"idle\"})",
+    )
+    .unwrap();
     assert_eq!(count.first().map(|c| c.1), Some(cpus as f64), "{count:?}");
     let mem = promql(
         &prometheus,
@@ -247,7 +263,10 @@ fn prometheus_scrapes_the_agent() {
         .filter(|r| !r.is_empty())
     });
     let rate = rate.expect("rate() over node_cpu_seconds_total");
-    assert!(rate[0].1 >= 0.0 && rate[0].1 <= cpus as f64 + 0.5, "{rate:?}");
+    assert!(
+        rate[0].1 >= 0.0 && rate[0].1 <= cpus as f64 + 0.5,
+        "{rate:?}"
+    );
 }
 
 #[test]
@@ -262,7 +281,10 @@ fn collectors_switch_off() {
             .arg("none,loadavg,meminfo"),
     );
     let fams = node_families(&agent.metrics_text());
-    let collectors: Vec<&String> = fams["node_scrape_collector_success"].series.keys().collect();
+    let collectors: Vec<&String> = fams["node_scrape_collector_success"]
+        .series
+        .keys()
+        .collect();
     assert_eq!(
         collectors,
         vec![

@@ -39,7 +39,11 @@ fn metrics(requests: &[ExportMetricsServiceRequest]) -> Vec<(Vec<KeyValue>, Metr
     let mut out = Vec::new();
     for r in requests {
         for rm in &r.resource_metrics {
-            let res = rm.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
+            let res = rm
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.clone())
+                .unwrap_or_default();
             for sm in &rm.scope_metrics {
                 for m in &sm.metrics {
                     out.push((res.clone(), m.clone()));
@@ -109,7 +113,10 @@ fn check_export(protocol: Protocol, gzip: bool) {
             agent.logs_tail(30)
         )
     });
-    let (res, cpu) = all.iter().find(|(_, m)| m.name == "system.cpu.time").unwrap();
+    let (res, cpu) = all
+        .iter()
+        .find(|(_, m)| m.name == "system.cpu.time")
+        .unwrap();
     assert_eq!(
         attr_str(res, "host.name"),
         Some(agent_tests::procs::hostname().as_str())
@@ -121,9 +128,20 @@ fn check_export(protocol: Protocol, gzip: bool) {
     };
     assert!(sum.is_monotonic);
     let points = point_values(cpu);
-    assert!(points.iter().any(|(a, v)| attr_str(a, "cpu.mode") == Some("idle") && *v > 0.0));
-    assert!(points.iter().all(|(a, _)| attr_int(a, "cpu.logical_number").is_some()));
-    let (_, mem) = all.iter().find(|(_, m)| m.name == "system.memory.usage").unwrap();
+    assert!(
+        points
+            .iter()
+            .any(|(a, v)| attr_str(a, "cpu.mode") == Some("idle") && *v > 0.0)
+    );
+    assert!(
+        points
+            .iter()
+            .all(|(a, _)| attr_int(a, "cpu.logical_number").is_some())
+    );
+    let (_, mem) = all
+        .iter()
+        .find(|(_, m)| m.name == "system.memory.usage")
+        .unwrap();
     let used = point_values(mem)
         .into_iter()
         .find(|(a, _)| attr_str(a, "system.memory.state") == Some("used"))
@@ -138,10 +156,15 @@ fn check_export(protocol: Protocol, gzip: bool) {
             .into_iter()
             .filter(|(res, _)| attr_int(res, "process.pid") == Some(pid))
             .collect();
-        ["process.cpu.time", "process.memory.usage", "process.thread.count", "process.unix.file_descriptor.count"]
-            .iter()
-            .all(|w| ours.iter().any(|(_, m)| m.name == *w))
-            .then_some(ours)
+        [
+            "process.cpu.time",
+            "process.memory.usage",
+            "process.thread.count",
+            "process.unix.file_descriptor.count",
+        ]
+        .iter()
+        .all(|w| ours.iter().any(|(_, m)| m.name == *w))
+        .then_some(ours)
     })
     .unwrap_or_else(|| {
         panic!(
@@ -177,7 +200,12 @@ fn check_export(protocol: Protocol, gzip: bool) {
             .any(|(k, v)| k == "x-tenant" && v == "node test")),
         "{reqs:?}"
     );
-    assert!(agent.counter("agent_node_metrics_exports_total").unwrap_or(0.0) >= 1.0);
+    assert!(
+        agent
+            .counter("agent_node_metrics_exports_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
 }
 
 #[test]

@@ -61,7 +61,10 @@ fn print_config_shows_the_effective_configuration() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let cfg = text(&out.stdout);
     assert!(cfg.contains("capture_bytes: 2048"), "file value:\n{cfg}");
-    assert!(cfg.contains("request_timeout: 9s"), "flag wins over file:\n{cfg}");
+    assert!(
+        cfg.contains("request_timeout: 9s"),
+        "flag wins over file:\n{cfg}"
+    );
     assert!(!cfg.contains("s3cret"), "header values are hidden:\n{cfg}");
 }
 

@@ -60,6 +60,19 @@ pub enum Which {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Cost per context switch of the run-queue delay programs
+    /// (sched_switch/sched_wakeup), with `perf bench sched pipe`.
+    Sched {
+        /// Rounds (each runs bare, agent, agent with the programs).
+        #[arg(long, default_value_t = 9)]
+        rounds: u32,
+        /// Ping-pong operations per run.
+        #[arg(long, default_value_t = 200_000)]
+        loops: u32,
+        /// Where to write the markdown report.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
@@ -88,6 +101,18 @@ pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
             let report = crate::bench_metrics::run(agent, rounds, scrapes, idle_seconds)?;
             println!("{report}");
             let out = output.unwrap_or_else(|| root.join("target/bench-metrics.md"));
+            fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("report written to {}", out.display());
+            Ok(())
+        }
+        Which::Sched {
+            rounds,
+            loops,
+            output,
+        } => {
+            let report = crate::bench_sched::run(agent, rounds, loops)?;
+            println!("{report}");
+            let out = output.unwrap_or_else(|| root.join("target/bench-sched.md"));
             fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
             eprintln!("report written to {}", out.display());
             Ok(())

@@ -279,7 +279,11 @@ pub fn run(agent: &Path, rounds: u32, scrapes: u32, idle_seconds: u32) -> Result
         rows.push(format!(
             "| {} | {} | {:.3} | {:.3} | {:.2} | {:.3} | {:.3} |",
             round + 1,
-            if agent_first { "agent, node_exporter" } else { "node_exporter, agent" },
+            if agent_first {
+                "agent, node_exporter"
+            } else {
+                "node_exporter, agent"
+            },
             round_medians[0],
             round_medians[1],
             round_medians[1] / round_medians[0],
@@ -308,8 +312,8 @@ pub fn run(agent: &Path, rounds: u32, scrapes: u32, idle_seconds: u32) -> Result
         let wall = t0.elapsed().as_secs_f64();
         let cpu = process_cpu(agent_proc.pid()) - cpu0;
         let after = get_text(agent_port)?;
-        let events = metric(&after, "agent_events_read_total")
-            - metric(&before, "agent_events_read_total");
+        let events =
+            metric(&after, "agent_events_read_total") - metric(&before, "agent_events_read_total");
         let own = metric(&after, "agent_node_scrape_cpu_seconds_total")
             - metric(&before, "agent_node_scrape_cpu_seconds_total");
         Some((wall, cpu, events, own, n))

@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_metrics;
+mod bench_sched;
 mod setup;
 
 use std::{

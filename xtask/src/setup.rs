@@ -22,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     // scraped by a real Prometheus (promtool comes with it).
     "prometheus-node-exporter",
     "prometheus",
+    // `perf bench sched pipe` for `cargo xtask bench sched`.
+    "linux-perf",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -56,7 +56,17 @@ pub struct LoadOptions {
     pub max_connections: u32,
     /// Wake the reader once this many bytes wait (0: on every record).
     pub wakeup_bytes: u64,
+    /// Attach the run-queue delay programs (sched_switch/sched_wakeup; off
+    /// by default: see BENCHMARKS.md for their cost).
+    pub runqueue_latency: bool,
 }
+
+/// The run-queue delay programs: (program, tracepoint).
+const RUNQ: &[(&str, &str)] = &[
+    ("runq_wakeup", "sched_wakeup"),
+    ("runq_wakeup_new", "sched_wakeup_new"),
+    ("runq_switch", "sched_switch"),
+];
 
 /// The loaded, attached programs and the maps userspace reads.
 pub struct Capture {
@@ -109,6 +119,21 @@ impl Capture {
         }
         for &(program, category, name) in LIFECYCLE {
             links.push(attach(&mut ebpf, program, category, name)?);
+        }
+        if opts.runqueue_latency {
+            for (field, off, size) in [
+                ("prev_pid", 24, 4),
+                ("prev_state", 32, 8),
+                ("next_pid", 56, 4),
+            ] {
+                tracefs::expect_field(&tracefs, "sched", "sched_switch", field, off, size)?;
+            }
+            for tp in ["sched_wakeup", "sched_wakeup_new"] {
+                tracefs::expect_field(&tracefs, "sched", tp, "pid", 24, 4)?;
+            }
+            for &(program, name) in RUNQ {
+                links.push(attach(&mut ebpf, program, "sched", name)?);
+            }
         }
         log_offsets(&offsets);
         let attached = links.len();

@@ -54,6 +54,9 @@ pub struct FileNode {
     pub vmstat: FileFields,
     /// Per-process metrics of the traced processes (OTLP).
     pub process_metrics: Option<bool>,
+    /// Experimental: attach the run-queue delay programs (on every context
+    /// switch; see BENCHMARKS.md for the measured cost).
+    pub runqueue_latency: Option<bool>,
     #[serde(default, deserialize_with = "de_duration")]
     pub export_interval: Option<Duration>,
 }
@@ -161,6 +164,7 @@ pub struct NodeConfig {
     pub netstat_fields: String,
     pub vmstat_fields: String,
     pub process_metrics: bool,
+    pub runqueue_latency: bool,
     pub otlp: MetricsExport,
 }
 
@@ -201,7 +205,10 @@ fn collector_name(key: &'static str, name: &str) -> Result<&'static str, ConfigE
         .ok_or_else(|| {
             invalid(
                 key,
-                format!("unknown collector {name:?} (known: {})", COLLECTORS.join(", ")),
+                format!(
+                    "unknown collector {name:?} (known: {})",
+                    COLLECTORS.join(", ")
+                ),
             )
         })
 }
@@ -356,6 +363,7 @@ pub fn resolve(
             defaults::VMSTAT_FIELDS,
         )?,
         process_metrics: file.process_metrics.unwrap_or(true),
+        runqueue_latency: file.runqueue_latency.unwrap_or(false),
         otlp,
     })
 }
@@ -367,9 +375,8 @@ fn resolve_otlp(
     shared: Shared<'_>,
 ) -> Result<MetricsExport, ConfigError> {
     let parse_protocol = |key: &'static str, p: &str| {
-        OtlpProtocol::parse_env(p).ok_or_else(|| {
-            invalid(key, format!("{p:?}: supported are grpc and http/protobuf"))
-        })
+        OtlpProtocol::parse_env(p)
+            .ok_or_else(|| invalid(key, format!("{p:?}: supported are grpc and http/protobuf")))
     };
     let protocol = match (shared.flag_protocol, &env.metrics_protocol, &env.protocol) {
         (Some(p), _, _) => p,
@@ -395,7 +402,10 @@ fn resolve_otlp(
     if let Some(url) = &endpoint
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
-        return Err(invalid(key, format!("{url:?} must start with http:// or https://")));
+        return Err(invalid(
+            key,
+            format!("{url:?} must start with http:// or https://"),
+        ));
     }
     let endpoint = match env.exporter.as_deref().map(str::trim) {
         Some("none") => None,
@@ -429,7 +439,10 @@ fn resolve_otlp(
                 } else {
                     "OTEL_EXPORTER_OTLP_COMPRESSION"
                 };
-                return Err(invalid(key, format!("{other:?}: supported are gzip and none")));
+                return Err(invalid(
+                    key,
+                    format!("{other:?}: supported are gzip and none"),
+                ));
             }
         },
         (None, None) => false,
@@ -471,7 +484,13 @@ mod tests {
 
     #[test]
     fn defaults_everything_on_no_otlp() {
-        let c = resolve(&NodeFlags::default(), FileNode::default(), &MetricsEnv::default(), shared()).unwrap();
+        let c = resolve(
+            &NodeFlags::default(),
+            FileNode::default(),
+            &MetricsEnv::default(),
+            shared(),
+        )
+        .unwrap();
         assert_eq!(c.collectors, COLLECTORS.to_vec());
         assert_eq!(c.otlp.endpoint, None);
         assert_eq!(c.otlp.interval, Duration::from_secs(60));
@@ -496,7 +515,13 @@ mod tests {
             node_collectors: Some("none,loadavg".into()),
             ..NodeFlags::default()
         };
-        let c = resolve(&flags, FileNode::default(), &MetricsEnv::default(), shared()).unwrap();
+        let c = resolve(
+            &flags,
+            FileNode::default(),
+            &MetricsEnv::default(),
+            shared(),
+        )
+        .unwrap();
         assert_eq!(c.collectors, vec!["loadavg"]);
     }
 
@@ -506,26 +531,53 @@ mod tests {
             collectors: Some([("cpux".to_string(), true)].into()),
             ..FileNode::default()
         };
-        let e = resolve(&NodeFlags::default(), file, &MetricsEnv::default(), shared()).unwrap_err();
-        assert!(e.to_string().starts_with("node.collectors: unknown collector \"cpux\""), "{e}");
+        let e = resolve(
+            &NodeFlags::default(),
+            file,
+            &MetricsEnv::default(),
+            shared(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("node.collectors: unknown collector \"cpux\""),
+            "{e}"
+        );
         let flags = NodeFlags {
             node_collectors: Some("-bogus".into()),
             ..NodeFlags::default()
         };
-        let e = resolve(&flags, FileNode::default(), &MetricsEnv::default(), shared()).unwrap_err();
+        let e = resolve(
+            &flags,
+            FileNode::default(),
+            &MetricsEnv::default(),
+            shared(),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("--node-collectors:"), "{e}");
         let file = FileNode {
-            netstat: FileFields { fields: Some("(".into()) },
+            netstat: FileFields {
+                fields: Some("(".into()),
+            },
             ..FileNode::default()
         };
-        let e = resolve(&NodeFlags::default(), file, &MetricsEnv::default(), shared()).unwrap_err();
+        let e = resolve(
+            &NodeFlags::default(),
+            file,
+            &MetricsEnv::default(),
+            shared(),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("node.netstat.fields:"), "{e}");
         let env = MetricsEnv {
             interval: Some("soon".into()),
             ..MetricsEnv::default()
         };
         let e = resolve(&NodeFlags::default(), FileNode::default(), &env, shared()).unwrap_err();
-        assert!(e.to_string().starts_with("OTEL_METRIC_EXPORT_INTERVAL:"), "{e}");
+        assert!(
+            e.to_string().starts_with("OTEL_METRIC_EXPORT_INTERVAL:"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -539,7 +591,10 @@ mod tests {
             ..MetricsEnv::default()
         };
         let c = resolve(&NodeFlags::default(), FileNode::default(), &env, shared()).unwrap();
-        assert_eq!(c.otlp.endpoint.as_deref(), Some("http://base:4318/v1/metrics"));
+        assert_eq!(
+            c.otlp.endpoint.as_deref(),
+            Some("http://base:4318/v1/metrics")
+        );
         assert_eq!(c.otlp.headers["b"], "x y");
         assert_eq!(c.otlp.interval, Duration::from_millis(1500));
         assert!(c.otlp.gzip);
@@ -559,7 +614,13 @@ mod tests {
             file_endpoint: Some("http://collector:4317"),
             ..shared()
         };
-        let c = resolve(&NodeFlags::default(), FileNode::default(), &MetricsEnv::default(), grpc).unwrap();
+        let c = resolve(
+            &NodeFlags::default(),
+            FileNode::default(),
+            &MetricsEnv::default(),
+            grpc,
+        )
+        .unwrap();
         assert_eq!(c.otlp.endpoint.as_deref(), Some("http://collector:4317"));
         assert_eq!(c.otlp.protocol, OtlpProtocol::Grpc);
     }

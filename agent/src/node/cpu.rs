@@ -139,7 +139,10 @@ impl Collector for Cpu {
             for (i, (_, _, mode)) in MODES.iter().enumerate() {
                 out.double(
                     &CPU_TIME,
-                    vec![kv("cpu.mode", *mode), kv_int("cpu.logical_number", i64::from(*cpu))],
+                    vec![
+                        kv("cpu.mode", *mode),
+                        kv_int("cpu.logical_number", i64::from(*cpu)),
+                    ],
                     s[i],
                 );
             }

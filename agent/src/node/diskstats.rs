@@ -22,31 +22,152 @@ type Field = fn(&DiskStat) -> Option<f64>;
 
 /// (name, help, type, value) per family, in the kernel's column order.
 const FAMILIES: [(&str, &str, Kind, Field); 17] = [
-    ("node_disk_reads_completed_total", "The total number of reads completed successfully.", Kind::Counter, |d| Some(d.reads as f64)),
-    ("node_disk_reads_merged_total", "The total number of reads merged.", Kind::Counter, |d| Some(d.merged as f64)),
-    ("node_disk_read_bytes_total", "The total number of bytes read successfully.", Kind::Counter, |d| Some(d.sectors_read as f64 * SECTOR)),
-    ("node_disk_read_time_seconds_total", "The total number of seconds spent by all reads.", Kind::Counter, |d| Some(d.time_reading as f64 * MS)),
-    ("node_disk_writes_completed_total", "The total number of writes completed successfully.", Kind::Counter, |d| Some(d.writes as f64)),
-    ("node_disk_writes_merged_total", "The number of writes merged.", Kind::Counter, |d| Some(d.writes_merged as f64)),
-    ("node_disk_written_bytes_total", "The total number of bytes written successfully.", Kind::Counter, |d| Some(d.sectors_written as f64 * SECTOR)),
-    ("node_disk_write_time_seconds_total", "This is the total number of seconds spent by all writes.", Kind::Counter, |d| Some(d.time_writing as f64 * MS)),
-    ("node_disk_io_now", "The number of I/Os currently in progress.", Kind::Gauge, |d| Some(d.in_progress as f64)),
-    ("node_disk_io_time_seconds_total", "Total seconds spent doing I/Os.", Kind::Counter, |d| Some(d.time_in_progress as f64 * MS)),
-    ("node_disk_io_time_weighted_seconds_total", "The weighted # of seconds spent doing I/Os.", Kind::Counter, |d| Some(d.weighted_time_in_progress as f64 * MS)),
-    ("node_disk_discards_completed_total", "The total number of discards completed successfully.", Kind::Counter, |d| d.discards.map(|v| v as f64)),
-    ("node_disk_discards_merged_total", "The total number of discards merged.", Kind::Counter, |d| d.discards_merged.map(|v| v as f64)),
-    ("node_disk_discarded_sectors_total", "The total number of sectors discarded successfully.", Kind::Counter, |d| d.sectors_discarded.map(|v| v as f64)),
-    ("node_disk_discard_time_seconds_total", "This is the total number of seconds spent by all discards.", Kind::Counter, |d| d.time_discarding.map(|v| v as f64 * MS)),
-    ("node_disk_flush_requests_total", "The total number of flush requests completed successfully", Kind::Counter, |d| d.flushes.map(|v| v as f64)),
-    ("node_disk_flush_requests_time_seconds_total", "This is the total number of seconds spent by all flush requests.", Kind::Counter, |d| d.time_flushing.map(|v| v as f64 * MS)),
+    (
+        "node_disk_reads_completed_total",
+        "The total number of reads completed successfully.",
+        Kind::Counter,
+        |d| Some(d.reads as f64),
+    ),
+    (
+        "node_disk_reads_merged_total",
+        "The total number of reads merged.",
+        Kind::Counter,
+        |d| Some(d.merged as f64),
+    ),
+    (
+        "node_disk_read_bytes_total",
+        "The total number of bytes read successfully.",
+        Kind::Counter,
+        |d| Some(d.sectors_read as f64 * SECTOR),
+    ),
+    (
+        "node_disk_read_time_seconds_total",
+        "The total number of seconds spent by all reads.",
+        Kind::Counter,
+        |d| Some(d.time_reading as f64 * MS),
+    ),
+    (
+        "node_disk_writes_completed_total",
+        "The total number of writes completed successfully.",
+        Kind::Counter,
+        |d| Some(d.writes as f64),
+    ),
+    (
+        "node_disk_writes_merged_total",
+        "The number of writes merged.",
+        Kind::Counter,
+        |d| Some(d.writes_merged as f64),
+    ),
+    (
+        "node_disk_written_bytes_total",
+        "The total number of bytes written successfully.",
+        Kind::Counter,
+        |d| Some(d.sectors_written as f64 * SECTOR),
+    ),
+    (
+        "node_disk_write_time_seconds_total",
+        "This is the total number of seconds spent by all writes.",
+        Kind::Counter,
+        |d| Some(d.time_writing as f64 * MS),
+    ),
+    (
+        "node_disk_io_now",
+        "The number of I/Os currently in progress.",
+        Kind::Gauge,
+        |d| Some(d.in_progress as f64),
+    ),
+    (
+        "node_disk_io_time_seconds_total",
+        "Total seconds spent doing I/Os.",
+        Kind::Counter,
+        |d| Some(d.time_in_progress as f64 * MS),
+    ),
+    (
+        "node_disk_io_time_weighted_seconds_total",
+        "The weighted # of seconds spent doing I/Os.",
+        Kind::Counter,
+        |d| Some(d.weighted_time_in_progress as f64 * MS),
+    ),
+    (
+        "node_disk_discards_completed_total",
+        "The total number of discards completed successfully.",
+        Kind::Counter,
+        |d| d.discards.map(|v| v as f64),
+    ),
+    (
+        "node_disk_discards_merged_total",
+        "The total number of discards merged.",
+        Kind::Counter,
+        |d| d.discards_merged.map(|v| v as f64),
+    ),
+    (
+        "node_disk_discarded_sectors_total",
+        "The total number of sectors discarded successfully.",
+        Kind::Counter,
+        |d| d.sectors_discarded.map(|v| v as f64),
+    ),
+    (
+        "node_disk_discard_time_seconds_total",
+        "This is the total number of seconds spent by all discards.",
+        Kind::Counter,
+        |d| d.time_discarding.map(|v| v as f64 * MS),
+    ),
+    (
+        "node_disk_flush_requests_total",
+        "The total number of flush requests completed successfully",
+        Kind::Counter,
+        |d| d.flushes.map(|v| v as f64),
+    ),
+    (
+        "node_disk_flush_requests_time_seconds_total",
+        "This is the total number of seconds spent by all flush requests.",
+        Kind::Counter,
+        |d| d.time_flushing.map(|v| v as f64 * MS),
+    ),
 ];
 
-metric_desc!(DISK_IO, "system.disk.io", "By", Counter, "Disk bytes transferred.");
-metric_desc!(DISK_OPERATIONS, "system.disk.operations", "{operation}", Counter, "Disk operations count.");
-metric_desc!(DISK_IO_TIME, "system.disk.io_time", "s", Counter, "Time disk spent activated.");
-metric_desc!(DISK_OPERATION_TIME, "system.disk.operation_time", "s", Counter, "Sum of the time each operation took to complete.");
-metric_desc!(DISK_MERGED, "system.disk.merged", "{operation}", Counter, "The number of disk reads/writes merged into single physical disk access operations.");
-metric_desc!(DISK_PENDING, "system.disk.pending_operations", "{operation}", UpDownCounter, "The queue size of pending I/O operations.");
+metric_desc!(
+    DISK_IO,
+    "system.disk.io",
+    "By",
+    Counter,
+    "Disk bytes transferred."
+);
+metric_desc!(
+    DISK_OPERATIONS,
+    "system.disk.operations",
+    "{operation}",
+    Counter,
+    "Disk operations count."
+);
+metric_desc!(
+    DISK_IO_TIME,
+    "system.disk.io_time",
+    "s",
+    Counter,
+    "Time disk spent activated."
+);
+metric_desc!(
+    DISK_OPERATION_TIME,
+    "system.disk.operation_time",
+    "s",
+    Counter,
+    "Sum of the time each operation took to complete."
+);
+metric_desc!(
+    DISK_MERGED,
+    "system.disk.merged",
+    "{operation}",
+    Counter,
+    "The number of disk reads/writes merged into single physical disk access operations."
+);
+metric_desc!(
+    DISK_PENDING,
+    "system.disk.pending_operations",
+    "{operation}",
+    UpDownCounter,
+    "The queue size of pending I/O operations."
+);
 
 /// udev properties of one device (`E:KEY=value` lines).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -135,7 +256,11 @@ impl Collector for DiskStats {
                 }
             }
         }
-        out.family("node_disk_info", "Info of /sys/block/<block_device>.", Kind::Gauge);
+        out.family(
+            "node_disk_info",
+            "Info of /sys/block/<block_device>.",
+            Kind::Gauge,
+        );
         let (mut major, mut minor) = (itoa::Buffer::new(), itoa::Buffer::new());
         for (d, u) in &self.disks {
             out.sample(
@@ -156,13 +281,26 @@ impl Collector for DiskStats {
 
     fn otel(&self, out: &mut OtelBatch) {
         for (d, _) in &self.disks {
-            let attrs = |dir: &'static str| vec![kv("system.device", d.name.clone()), kv("disk.io.direction", dir)];
+            let attrs = |dir: &'static str| {
+                vec![
+                    kv("system.device", d.name.clone()),
+                    kv("disk.io.direction", dir),
+                ]
+            };
             out.int(&DISK_IO, attrs("read"), d.sectors_read * 512);
             out.int(&DISK_IO, attrs("write"), d.sectors_written * 512);
             out.int(&DISK_OPERATIONS, attrs("read"), d.reads);
             out.int(&DISK_OPERATIONS, attrs("write"), d.writes);
-            out.double(&DISK_OPERATION_TIME, attrs("read"), d.time_reading as f64 * MS);
-            out.double(&DISK_OPERATION_TIME, attrs("write"), d.time_writing as f64 * MS);
+            out.double(
+                &DISK_OPERATION_TIME,
+                attrs("read"),
+                d.time_reading as f64 * MS,
+            );
+            out.double(
+                &DISK_OPERATION_TIME,
+                attrs("write"),
+                d.time_writing as f64 * MS,
+            );
             out.int(&DISK_MERGED, attrs("read"), d.merged);
             out.int(&DISK_MERGED, attrs("write"), d.writes_merged);
             let dev = vec![kv("system.device", d.name.clone())];
@@ -175,7 +313,10 @@ impl Collector for DiskStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{defaults, filter_regex, test_support::{Tree, fixture_paths, render}};
+    use crate::node::{
+        defaults, filter_regex,
+        test_support::{Tree, fixture_paths, render},
+    };
 
     fn exclude() -> Option<Regex> {
         filter_regex("x", defaults::DISKSTATS_DEVICE_EXCLUDE).unwrap()

@@ -32,15 +32,24 @@ impl Collector for Entropy {
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
         for (i, path) in [&self.avail, &self.pool].into_iter().enumerate() {
             let text = reader.read(path)?;
-            self.values[i] = first_number(text).ok_or_else(|| NodeError::parse(path, "not a number"))?;
+            self.values[i] =
+                first_number(text).ok_or_else(|| NodeError::parse(path, "not a number"))?;
         }
         Ok(())
     }
 
     fn prometheus(&self, out: &mut Exposition) {
-        out.family("node_entropy_available_bits", "Bits of available entropy.", Kind::Gauge);
+        out.family(
+            "node_entropy_available_bits",
+            "Bits of available entropy.",
+            Kind::Gauge,
+        );
         out.value(self.values[0]);
-        out.family("node_entropy_pool_size_bits", "Bits of entropy pool.", Kind::Gauge);
+        out.family(
+            "node_entropy_pool_size_bits",
+            "Bits of entropy pool.",
+            Kind::Gauge,
+        );
         out.value(self.values[1]);
     }
 }

@@ -346,7 +346,10 @@ mod tests {
         // Every integer agrees with the float path.
         for v in [1e6, 1234567.0, 1e15, 123456789012345.0, 4_000_000_001.0] {
             let mut slow = String::new();
-            let (m, e) = format!("{v:e}").split_once('e').map(|(m, e)| (m.to_string(), e.parse::<i32>().unwrap())).unwrap();
+            let (m, e) = format!("{v:e}")
+                .split_once('e')
+                .map(|(m, e)| (m.to_string(), e.parse::<i32>().unwrap()))
+                .unwrap();
             slow.push_str(&m);
             slow.push_str(&format!("e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs()));
             assert_eq!(f(v), slow, "{v}");

@@ -44,7 +44,10 @@ pub enum MetricsExportError {
 
 enum Transport {
     Grpc(MetricsServiceClient<tonic::transport::Channel>),
-    Http { client: reqwest::Client, url: String },
+    Http {
+        client: reqwest::Client,
+        url: String,
+    },
 }
 
 /// Counters of the export, on `/metrics`.
@@ -63,7 +66,10 @@ impl ExtraFamilies for ExportStats {
             Kind::Counter,
         );
         out.sample(&[("result", "ok")], self.ok.load(Ordering::Relaxed) as f64);
-        out.sample(&[("result", "error")], self.failed.load(Ordering::Relaxed) as f64);
+        out.sample(
+            &[("result", "error")],
+            self.failed.load(Ordering::Relaxed) as f64,
+        );
         out.family(
             "agent_node_metrics_points_exported_total",
             "Data points of node and process metrics accepted by the OTLP backend.",
@@ -98,9 +104,7 @@ impl MetricsExporter {
                     .connect_timeout(cfg.timeout);
                 if url.starts_with("https://") {
                     endpoint = endpoint
-                        .tls_config(
-                            tonic::transport::ClientTlsConfig::new().with_webpki_roots(),
-                        )
+                        .tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())
                         .map_err(|e| bad(e.to_string()))?;
                 }
                 let mut client = MetricsServiceClient::new(endpoint.connect_lazy());
@@ -128,9 +132,12 @@ impl MetricsExporter {
 
     /// Sends one request; failures are counted and logged at a bounded rate.
     pub async fn export(&mut self, request: ExportMetricsServiceRequest, points: u64) {
-        let result = tokio::time::timeout(self.cfg.timeout + Duration::from_secs(1), self.send(request))
-            .await
-            .unwrap_or_else(|_| Err("timed out".to_string()));
+        let result = tokio::time::timeout(
+            self.cfg.timeout + Duration::from_secs(1),
+            self.send(request),
+        )
+        .await
+        .unwrap_or_else(|_| Err("timed out".to_string()));
         match result {
             Ok(()) => {
                 self.stats.ok.fetch_add(1, Ordering::Relaxed);
@@ -170,7 +177,8 @@ impl MetricsExporter {
                     .post(url.as_str())
                     .header("content-type", "application/x-protobuf");
                 if self.cfg.gzip {
-                    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    let mut gz =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                     gz.write_all(&body).map_err(|e| e.to_string())?;
                     body = gz.finish().map_err(|e| e.to_string())?;
                     req = req.header("content-encoding", "gzip");
@@ -190,7 +198,8 @@ impl MetricsExporter {
 }
 
 fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The boot time from `/proc/stat`, in Unix nanoseconds.
@@ -240,7 +249,11 @@ pub struct Sources {
 pub fn collect(sources: &Sources) -> (ExportMetricsServiceRequest, u64) {
     let now = unix_ns(SystemTime::now());
     let boot = boot_unix_ns(&sources.proc_root);
-    let host: Vec<KeyValue> = sources.host.iter().map(|kv| from_sdk(&kv.key, &kv.value)).collect();
+    let host: Vec<KeyValue> = sources
+        .host
+        .iter()
+        .map(|kv| from_sdk(&kv.key, &kv.value))
+        .collect();
     let mut resource_metrics_list = Vec::new();
     let mut points = 0;
     if let Some(node) = &sources.node {

@@ -34,16 +34,27 @@ impl Collector for FileFd {
         let [allocated, _, maximum] = f[..] else {
             return Err(NodeError::parse(&self.path, "expected three numbers"));
         };
-        let num = |s: &str| s.parse::<f64>().map_err(|_| NodeError::parse(&self.path, format!("{s:?} is not a number")));
+        let num = |s: &str| {
+            s.parse::<f64>()
+                .map_err(|_| NodeError::parse(&self.path, format!("{s:?} is not a number")))
+        };
         self.allocated = num(allocated)?;
         self.maximum = num(maximum)?;
         Ok(())
     }
 
     fn prometheus(&self, out: &mut Exposition) {
-        out.family("node_filefd_allocated", "File descriptor statistics: allocated.", Kind::Gauge);
+        out.family(
+            "node_filefd_allocated",
+            "File descriptor statistics: allocated.",
+            Kind::Gauge,
+        );
         out.value(self.allocated);
-        out.family("node_filefd_maximum", "File descriptor statistics: maximum.", Kind::Gauge);
+        out.family(
+            "node_filefd_maximum",
+            "File descriptor statistics: maximum.",
+            Kind::Gauge,
+        );
         out.value(self.maximum);
     }
 }

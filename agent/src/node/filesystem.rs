@@ -46,9 +46,27 @@ pub struct Mount {
     pub usage: Option<Usage>,
 }
 
-metric_desc!(FS_USAGE, "system.filesystem.usage", "By", UpDownCounter, "Reports a filesystem's space usage across different states.");
-metric_desc!(FS_UTILIZATION, "system.filesystem.utilization", "1", Gauge, "Fraction of the filesystem's space in use.");
-metric_desc!(FS_INODES, "system.filesystem.inodes.usage", "{inode}", UpDownCounter, "Filesystem inodes used and free.");
+metric_desc!(
+    FS_USAGE,
+    "system.filesystem.usage",
+    "By",
+    UpDownCounter,
+    "Reports a filesystem's space usage across different states."
+);
+metric_desc!(
+    FS_UTILIZATION,
+    "system.filesystem.utilization",
+    "1",
+    Gauge,
+    "Fraction of the filesystem's space in use."
+);
+metric_desc!(
+    FS_INODES,
+    "system.filesystem.inodes.usage",
+    "{inode}",
+    UpDownCounter,
+    "Filesystem inodes used and free."
+);
 
 pub struct Filesystem {
     mounts_path: PathBuf,
@@ -146,7 +164,10 @@ impl Collector for Filesystem {
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
         let (path, text) = match reader.read_optional(&self.mounts_path)? {
             Some(t) => (&self.mounts_path, t),
-            None => (&self.fallback_mounts_path, reader.read(&self.fallback_mounts_path)?),
+            None => (
+                &self.fallback_mounts_path,
+                reader.read(&self.fallback_mounts_path)?,
+            ),
         };
         let entries = parse_mounts(text).map_err(|e| NodeError::parse(path, e))?;
         self.mounts.clear();
@@ -154,14 +175,22 @@ impl Collector for Filesystem {
             // Mount points as the host sees them (without the rootfs prefix
             // when the agent runs in a container).
             let mountpoint = strip_root(&self.root, &e.mountpoint);
-            if self.mount_points_exclude.as_ref().is_some_and(|r| r.is_match(&mountpoint))
-                || self.fs_types_exclude.as_ref().is_some_and(|r| r.is_match(&e.fstype))
+            if self
+                .mount_points_exclude
+                .as_ref()
+                .is_some_and(|r| r.is_match(&mountpoint))
+                || self
+                    .fs_types_exclude
+                    .as_ref()
+                    .is_some_and(|r| r.is_match(&e.fstype))
             {
                 continue;
             }
-            if self.mounts.iter().any(|m| {
-                m.mountpoint == mountpoint && m.device == e.device && m.fstype == e.fstype
-            }) {
+            if self
+                .mounts
+                .iter()
+                .any(|m| m.mountpoint == mountpoint && m.device == e.device && m.fstype == e.fstype)
+            {
                 continue;
             }
             self.mounts.push(Mount {
@@ -176,7 +205,9 @@ impl Collector for Filesystem {
         for (i, m) in self.mounts.iter_mut().enumerate() {
             let at = self.root.join(m.mountpoint.trim_start_matches('/'));
             if is_local(&m.fstype) {
-                m.usage = CString::new(at.as_os_str().as_bytes()).ok().and_then(|p| statfs(&p));
+                m.usage = CString::new(at.as_os_str().as_bytes())
+                    .ok()
+                    .and_then(|p| statfs(&p));
             } else {
                 remote.push((i, m.mountpoint.clone(), at));
             }
@@ -196,29 +227,78 @@ impl Collector for Filesystem {
     fn prometheus(&self, out: &mut Exposition) {
         type Get = fn(&Usage) -> f64;
         let families: [(&str, &str, Get); 5] = [
-            ("node_filesystem_avail_bytes", "Filesystem space available to non-root users in bytes.", |u| u.avail),
-            ("node_filesystem_files", "Filesystem total file nodes.", |u| u.files),
-            ("node_filesystem_files_free", "Filesystem total free file nodes.", |u| u.files_free),
-            ("node_filesystem_free_bytes", "Filesystem free space in bytes.", |u| u.free),
-            ("node_filesystem_size_bytes", "Filesystem size in bytes.", |u| u.size),
+            (
+                "node_filesystem_avail_bytes",
+                "Filesystem space available to non-root users in bytes.",
+                |u| u.avail,
+            ),
+            (
+                "node_filesystem_files",
+                "Filesystem total file nodes.",
+                |u| u.files,
+            ),
+            (
+                "node_filesystem_files_free",
+                "Filesystem total free file nodes.",
+                |u| u.files_free,
+            ),
+            (
+                "node_filesystem_free_bytes",
+                "Filesystem free space in bytes.",
+                |u| u.free,
+            ),
+            (
+                "node_filesystem_size_bytes",
+                "Filesystem size in bytes.",
+                |u| u.size,
+            ),
         ];
         for (name, help, get) in families {
             out.family(name, help, Kind::Gauge);
             for m in &self.mounts {
                 if let Some(u) = &m.usage {
-                    out.sample(&[("device", &m.device), ("fstype", &m.fstype), ("mountpoint", &m.mountpoint)], get(u));
+                    out.sample(
+                        &[
+                            ("device", &m.device),
+                            ("fstype", &m.fstype),
+                            ("mountpoint", &m.mountpoint),
+                        ],
+                        get(u),
+                    );
                 }
             }
         }
-        out.family("node_filesystem_device_error", "Whether an error occurred while getting statistics for the given device.", Kind::Gauge);
+        out.family(
+            "node_filesystem_device_error",
+            "Whether an error occurred while getting statistics for the given device.",
+            Kind::Gauge,
+        );
         for m in &self.mounts {
             let error = if m.usage.is_some() { 0.0 } else { 1.0 };
-            out.sample(&[("device", &m.device), ("fstype", &m.fstype), ("mountpoint", &m.mountpoint)], error);
+            out.sample(
+                &[
+                    ("device", &m.device),
+                    ("fstype", &m.fstype),
+                    ("mountpoint", &m.mountpoint),
+                ],
+                error,
+            );
         }
-        out.family("node_filesystem_readonly", "Filesystem read-only status.", Kind::Gauge);
+        out.family(
+            "node_filesystem_readonly",
+            "Filesystem read-only status.",
+            Kind::Gauge,
+        );
         for m in self.mounts.iter().filter(|m| m.usage.is_some()) {
             let ro = if m.readonly { 1.0 } else { 0.0 };
-            out.sample(&[("device", &m.device), ("fstype", &m.fstype), ("mountpoint", &m.mountpoint)], ro);
+            out.sample(
+                &[
+                    ("device", &m.device),
+                    ("fstype", &m.fstype),
+                    ("mountpoint", &m.mountpoint),
+                ],
+                ro,
+            );
         }
     }
 
@@ -230,7 +310,10 @@ impl Collector for Filesystem {
                     kv("system.device", m.device.clone()),
                     kv("system.filesystem.state", state),
                     kv("system.filesystem.type", m.fstype.clone()),
-                    kv("system.filesystem.mode", if m.readonly { "ro" } else { "rw" }),
+                    kv(
+                        "system.filesystem.mode",
+                        if m.readonly { "ro" } else { "rw" },
+                    ),
                     kv("system.filesystem.mountpoint", m.mountpoint.clone()),
                 ]
             };
@@ -244,7 +327,11 @@ impl Collector for Filesystem {
                 a.remove(1);
                 out.double(&FS_UTILIZATION, a, used / u.size);
             }
-            out.int(&FS_INODES, attrs("used"), (u.files - u.files_free).max(0.0) as u64);
+            out.int(
+                &FS_INODES,
+                attrs("used"),
+                (u.files - u.files_free).max(0.0) as u64,
+            );
             out.int(&FS_INODES, attrs("free"), u.files_free as u64);
         }
     }
@@ -255,10 +342,32 @@ impl Collector for Filesystem {
 fn is_local(fstype: &str) -> bool {
     matches!(
         fstype,
-        "ext2" | "ext3" | "ext4" | "xfs" | "btrfs" | "f2fs" | "jfs" | "reiserfs" | "bcachefs"
-            | "tmpfs" | "ramfs" | "vfat" | "msdos" | "exfat" | "ntfs" | "ntfs3" | "hfsplus"
-            | "udf" | "erofs" | "squashfs" | "iso9660" | "zfs" | "nilfs2" | "efivarfs"
-            | "devtmpfs" | "overlay"
+        "ext2"
+            | "ext3"
+            | "ext4"
+            | "xfs"
+            | "btrfs"
+            | "f2fs"
+            | "jfs"
+            | "reiserfs"
+            | "bcachefs"
+            | "tmpfs"
+            | "ramfs"
+            | "vfat"
+            | "msdos"
+            | "exfat"
+            | "ntfs"
+            | "ntfs3"
+            | "hfsplus"
+            | "udf"
+            | "erofs"
+            | "squashfs"
+            | "iso9660"
+            | "zfs"
+            | "nilfs2"
+            | "efivarfs"
+            | "devtmpfs"
+            | "overlay"
     )
 }
 
@@ -401,7 +510,10 @@ fn statfs(path: &CString) -> Option<Usage> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{defaults, filter_regex, test_support::{Tree, fixture_paths}};
+    use crate::node::{
+        defaults, filter_regex,
+        test_support::{Tree, fixture_paths},
+    };
 
     fn collector(p: &NodePaths) -> Filesystem {
         Filesystem::new(
@@ -425,7 +537,13 @@ mod tests {
         assert!(c.mounts[0].usage.is_some());
         let mut e = Exposition::new();
         c.prometheus(&mut e);
-        assert!(e.as_str().contains("node_filesystem_readonly{device=\"/dev/vda\",fstype=\"ext4\",mountpoint=\"/\"} 0\n"), "{}", e.as_str());
+        assert!(
+            e.as_str().contains(
+                "node_filesystem_readonly{device=\"/dev/vda\",fstype=\"ext4\",mountpoint=\"/\"} 0\n"
+            ),
+            "{}",
+            e.as_str()
+        );
     }
 
     #[test]
@@ -449,13 +567,22 @@ mod tests {
             .iter()
             .map(|m| (m.mountpoint.as_str(), m.readonly, m.usage.is_some()))
             .collect();
-        assert_eq!(got, vec![("/srv/my data", false, true), ("/ro", true, true), ("/gone", false, false)]);
+        assert_eq!(
+            got,
+            vec![
+                ("/srv/my data", false, true),
+                ("/ro", true, true),
+                ("/gone", false, false)
+            ]
+        );
         let mut e = Exposition::new();
         c.prometheus(&mut e);
         let text = e.as_str();
         assert!(text.contains("node_filesystem_device_error{device=\"/dev/sdd\",fstype=\"ext4\",mountpoint=\"/gone\"} 1\n"), "{text}");
         assert!(!text.contains("node_filesystem_size_bytes{device=\"/dev/sdd\""));
-        assert!(text.contains("node_filesystem_readonly{device=\"/dev/sdc\",fstype=\"ext4\",mountpoint=\"/ro\"} 1\n"));
+        assert!(text.contains(
+            "node_filesystem_readonly{device=\"/dev/sdc\",fstype=\"ext4\",mountpoint=\"/ro\"} 1\n"
+        ));
     }
 
     #[test]
@@ -489,7 +616,8 @@ mod tests {
 
     #[test]
     fn mount_lines() {
-        let m = parse_mounts("/dev/a /x\\040y\\134z ext4 rw,noatime 0 0\n\nb / xfs ro 0 0\n").unwrap();
+        let m =
+            parse_mounts("/dev/a /x\\040y\\134z ext4 rw,noatime 0 0\n\nb / xfs ro 0 0\n").unwrap();
         assert_eq!(m[0].mountpoint, "/x y\\z");
         assert!(!m[0].readonly);
         assert!(m[1].readonly);

@@ -18,7 +18,9 @@ fn comparable(line: &str) -> bool {
         .strip_prefix("# HELP ")
         .or_else(|| line.strip_prefix("# TYPE "))
         .unwrap_or(line);
-    let keep = ["node_", "app_", "backup_"].iter().any(|p| series.starts_with(p));
+    let keep = ["node_", "app_", "backup_"]
+        .iter()
+        .any(|p| series.starts_with(p));
     let skip = [
         "node_scrape_",
         "node_exporter_",
@@ -38,8 +40,21 @@ fn same_exposition_as_node_exporter() {
     let dir = fixtures_dir();
     let opts = NodeOptions {
         collectors: vec![
-            "cpu", "diskstats", "entropy", "filefd", "loadavg", "meminfo", "netdev", "netstat",
-            "os", "pressure", "sockstat", "stat", "textfile", "time", "vmstat",
+            "cpu",
+            "diskstats",
+            "entropy",
+            "filefd",
+            "loadavg",
+            "meminfo",
+            "netdev",
+            "netstat",
+            "os",
+            "pressure",
+            "sockstat",
+            "stat",
+            "textfile",
+            "time",
+            "vmstat",
         ],
         paths: fixture_paths(),
         textfile_directory: Some(dir.join("textfile")),
@@ -53,7 +68,10 @@ fn same_exposition_as_node_exporter() {
     node.prometheus(&mut e);
     let ours_text = e.as_str().replace(&dir.display().to_string(), "@FIXTURES@");
     assert!(ours_text.contains("node_scrape_collector_success{collector=\"cpu\"} 1\n"));
-    assert!(!ours_text.contains("node_scrape_collector_success{collector=\"cpu\"} 0"), "{ours_text}");
+    assert!(
+        !ours_text.contains("node_scrape_collector_success{collector=\"cpu\"} 0"),
+        "{ours_text}"
+    );
     let ours: BTreeSet<&str> = ours_text.lines().filter(|l| comparable(l)).collect();
     let golden_text = std::fs::read_to_string(dir.join("node_exporter.prom")).unwrap();
     let golden: BTreeSet<&str> = golden_text.lines().filter(|l| comparable(l)).collect();
@@ -65,7 +83,11 @@ fn same_exposition_as_node_exporter() {
         missing.iter().map(|s| **s).collect::<Vec<_>>().join("\n"),
         extra.iter().map(|s| **s).collect::<Vec<_>>().join("\n"),
     );
-    assert!(golden.len() > 500, "golden file too small: {}", golden.len());
+    assert!(
+        golden.len() > 500,
+        "golden file too small: {}",
+        golden.len()
+    );
 }
 
 /// `cargo test --release -p agent --lib node::golden_tests::profile -- --ignored --nocapture`

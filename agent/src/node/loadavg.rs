@@ -10,9 +10,27 @@ use super::{
     otel::{OtelBatch, metric_desc},
 };
 
-metric_desc!(LOAD_1M, "system.cpu.load_average.1m", "{thread}", Gauge, "Average CPU Load over 1 minute.");
-metric_desc!(LOAD_5M, "system.cpu.load_average.5m", "{thread}", Gauge, "Average CPU Load over 5 minutes.");
-metric_desc!(LOAD_15M, "system.cpu.load_average.15m", "{thread}", Gauge, "Average CPU Load over 15 minutes.");
+metric_desc!(
+    LOAD_1M,
+    "system.cpu.load_average.1m",
+    "{thread}",
+    Gauge,
+    "Average CPU Load over 1 minute."
+);
+metric_desc!(
+    LOAD_5M,
+    "system.cpu.load_average.5m",
+    "{thread}",
+    Gauge,
+    "Average CPU Load over 5 minutes."
+);
+metric_desc!(
+    LOAD_15M,
+    "system.cpu.load_average.15m",
+    "{thread}",
+    Gauge,
+    "Average CPU Load over 15 minutes."
+);
 
 pub struct LoadAvg {
     path: PathBuf,
@@ -38,7 +56,8 @@ impl Collector for LoadAvg {
         let l = LoadAverage::from_read(text.as_bytes())
             .map_err(|e| NodeError::parse(&self.path, e.to_string()))?;
         // procfs parses f32; go through the decimal text so 0.81 stays 0.81.
-        self.load = [l.one, l.five, l.fifteen].map(|v| format!("{v}").parse().unwrap_or(f64::from(v)));
+        self.load =
+            [l.one, l.five, l.fifteen].map(|v| format!("{v}").parse().unwrap_or(f64::from(v)));
         Ok(())
     }
 

@@ -205,7 +205,11 @@ impl Collector for MemInfo {
             ("buffers", buffers),
             ("cached", cached),
         ] {
-            out.int(&MEMORY_USAGE, vec![kv("system.memory.state", state)], v as u64);
+            out.int(
+                &MEMORY_USAGE,
+                vec![kv("system.memory.state", state)],
+                v as u64,
+            );
             if total > 0.0 {
                 out.double(
                     &MEMORY_UTILIZATION,
@@ -222,8 +226,16 @@ impl Collector for MemInfo {
             (self.get("SwapTotal_bytes"), self.get("SwapFree_bytes"))
         {
             let used = (swap_total - swap_free).max(0.0);
-            out.int(&PAGING_USAGE, vec![kv("system.paging.state", "used")], used as u64);
-            out.int(&PAGING_USAGE, vec![kv("system.paging.state", "free")], swap_free as u64);
+            out.int(
+                &PAGING_USAGE,
+                vec![kv("system.paging.state", "used")],
+                used as u64,
+            );
+            out.int(
+                &PAGING_USAGE,
+                vec![kv("system.paging.state", "free")],
+                swap_free as u64,
+            );
         }
     }
 }
@@ -260,7 +272,10 @@ mod tests {
         m.update(&mut r).unwrap();
         assert_eq!(m.get("MemTotal_bytes"), Some(3072.0));
         assert_eq!(m.get("Active_anon_bytes"), Some(4096.0));
-        t.write("proc/meminfo", "MemTotal: 3 kB\nActive(anon): 4 kB\nNew: 5\n");
+        t.write(
+            "proc/meminfo",
+            "MemTotal: 3 kB\nActive(anon): 4 kB\nNew: 5\n",
+        );
         m.update(&mut r).unwrap();
         assert_eq!(m.get("New"), Some(5.0));
         t.write("proc/meminfo", "MemTotal: 6 kB\n");

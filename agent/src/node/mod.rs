@@ -46,8 +46,8 @@ pub mod os;
 pub mod otel;
 pub mod pressure;
 pub mod process;
-pub mod scrape;
 pub mod sched;
+pub mod scrape;
 pub mod sockstat;
 pub mod source;
 pub mod start;
@@ -97,8 +97,7 @@ pub mod defaults {
     pub const FILESYSTEM_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|\
         debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|\
         rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
-    pub const DISKSTATS_DEVICE_EXCLUDE: &str =
-        r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$";
+    pub const DISKSTATS_DEVICE_EXCLUDE: &str = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$";
     /// Upstream node_exporter excludes no network device (the Debian
     /// package patches `^lo$` in).
     pub const NETDEV_DEVICE_EXCLUDE: &str = "";
@@ -304,7 +303,9 @@ impl Node {
                 if e.warned {
                     tracing::debug!("node collector {name} failed: {err}");
                 } else {
-                    tracing::warn!("node collector {name} failed: {err} (repeats are logged at debug)");
+                    tracing::warn!(
+                        "node collector {name} failed: {err} (repeats are logged at debug)"
+                    );
                     e.warned = true;
                 }
             }

@@ -7,7 +7,10 @@
 
 use std::path::PathBuf;
 
-use procfs_core::{FromRead as _, net::{DeviceStatus, InterfaceDeviceStatus}};
+use procfs_core::{
+    FromRead as _,
+    net::{DeviceStatus, InterfaceDeviceStatus},
+};
 use regex::Regex;
 
 use super::{
@@ -40,10 +43,34 @@ const FIELDS: [(&str, Field); 16] = [
     ("transmit_packets", |d| d.sent_packets),
 ];
 
-metric_desc!(NET_IO, "system.network.io", "By", Counter, "The number of bytes transmitted and received.");
-metric_desc!(NET_PACKETS, "system.network.packets", "{packet}", Counter, "The number of packets transferred.");
-metric_desc!(NET_ERRORS, "system.network.errors", "{error}", Counter, "Count of network errors detected.");
-metric_desc!(NET_DROPPED, "system.network.dropped", "{packet}", Counter, "Count of packets that are dropped or discarded even though there was no error.");
+metric_desc!(
+    NET_IO,
+    "system.network.io",
+    "By",
+    Counter,
+    "The number of bytes transmitted and received."
+);
+metric_desc!(
+    NET_PACKETS,
+    "system.network.packets",
+    "{packet}",
+    Counter,
+    "The number of packets transferred."
+);
+metric_desc!(
+    NET_ERRORS,
+    "system.network.errors",
+    "{error}",
+    Counter,
+    "Count of network errors detected."
+);
+metric_desc!(
+    NET_DROPPED,
+    "system.network.dropped",
+    "{packet}",
+    Counter,
+    "Count of packets that are dropped or discarded even though there was no error."
+);
 
 pub struct NetDev {
     path: PathBuf,
@@ -121,7 +148,10 @@ impl Collector for NetDev {
     fn otel(&self, out: &mut OtelBatch) {
         for (d, _) in &self.devices {
             let attrs = |dir: &'static str| {
-                vec![kv("network.interface.name", d.name.clone()), kv("network.io.direction", dir)]
+                vec![
+                    kv("network.interface.name", d.name.clone()),
+                    kv("network.io.direction", dir),
+                ]
             };
             out.int(&NET_IO, attrs("receive"), d.recv_bytes);
             out.int(&NET_IO, attrs("transmit"), d.sent_bytes);
@@ -138,15 +168,24 @@ impl Collector for NetDev {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{filter_regex, test_support::{fixture_paths, render}};
+    use crate::node::{
+        filter_regex,
+        test_support::{fixture_paths, render},
+    };
 
     #[test]
     fn fixture_with_nohandler() {
         let out = render(&mut NetDev::new(&fixture_paths(), None));
         assert_eq!(out.matches("# TYPE").count(), 17, "{out}");
-        assert!(out.contains("node_network_receive_bytes_total{device=\"lo\"} 2.044132625e+09\n"), "{out}");
+        assert!(
+            out.contains("node_network_receive_bytes_total{device=\"lo\"} 2.044132625e+09\n"),
+            "{out}"
+        );
         assert!(out.contains("node_network_receive_nohandler_total{device=\"eth0\"} 0\n"));
-        let out = render(&mut NetDev::new(&fixture_paths(), filter_regex("x", "^lo$").unwrap()));
+        let out = render(&mut NetDev::new(
+            &fixture_paths(),
+            filter_regex("x", "^lo$").unwrap(),
+        ));
         assert!(!out.contains("\"lo\""));
     }
 }

@@ -186,7 +186,10 @@ impl Collector for NetStat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{defaults, filter_regex, test_support::{fixture_paths, render}};
+    use crate::node::{
+        defaults, filter_regex,
+        test_support::{fixture_paths, render},
+    };
 
     #[test]
     fn fixture_default_fields() {

@@ -82,7 +82,10 @@ pub fn version_number(version_id: &str) -> f64 {
             break;
         }
     }
-    version_id[..end].trim_end_matches('.').parse().unwrap_or(0.0)
+    version_id[..end]
+        .trim_end_matches('.')
+        .parse()
+        .unwrap_or(0.0)
 }
 
 pub struct Os {
@@ -119,7 +122,11 @@ impl Collector for Os {
                     continue;
                 }
             };
-            if self.cached.as_ref().is_some_and(|(p, t)| p == path && *t == mtime) {
+            if self
+                .cached
+                .as_ref()
+                .is_some_and(|(p, t)| p == path && *t == mtime)
+            {
                 return Ok(());
             }
             let values = parse(reader.read(path)?);
@@ -157,7 +164,11 @@ impl Collector for Os {
             Kind::Gauge,
         );
         out.sample(
-            &[("id", &self.info[1]), ("id_like", &self.info[2]), ("name", &self.info[5])],
+            &[
+                ("id", &self.info[1]),
+                ("id_like", &self.info[2]),
+                ("name", &self.info[5]),
+            ],
             self.version,
         );
     }
@@ -171,7 +182,12 @@ mod tests {
     #[test]
     fn fixture() {
         let out = render(&mut Os::new(&fixture_paths()));
-        assert!(out.contains("node_os_version{id=\"debian\",id_like=\"\",name=\"Debian GNU/Linux\"} 12\n"), "{out}");
+        assert!(
+            out.contains(
+                "node_os_version{id=\"debian\",id_like=\"\",name=\"Debian GNU/Linux\"} 12\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
@@ -187,9 +203,17 @@ mod tests {
         assert_eq!(version_number("rolling"), 0.0);
         assert_eq!(version_number(""), 0.0);
         let t = Tree::new();
-        t.write("root/usr/lib/os-release", "ID=alpine\nVERSION_ID=3.19.1\nNAME=\"Alpine Linux\"\n");
+        t.write(
+            "root/usr/lib/os-release",
+            "ID=alpine\nVERSION_ID=3.19.1\nNAME=\"Alpine Linux\"\n",
+        );
         let out = render(&mut Os::new(&t.paths()));
-        assert!(out.contains("node_os_version{id=\"alpine\",id_like=\"\",name=\"Alpine Linux\"} 3.19\n"), "{out}");
+        assert!(
+            out.contains(
+                "node_os_version{id=\"alpine\",id_like=\"\",name=\"Alpine Linux\"} 3.19\n"
+            ),
+            "{out}"
+        );
         let empty = Tree::new();
         assert!(Os::new(&empty.paths()).update(&mut Reader::new()).is_err());
     }

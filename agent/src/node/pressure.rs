@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use procfs_core::{
-    FromRead as _,
-    CpuPressure, IoPressure, MemoryPressure,
-};
+use procfs_core::{CpuPressure, FromRead as _, IoPressure, MemoryPressure};
 
 use super::{
     Collector, NodeError, NodePaths, Reader,
@@ -73,11 +70,31 @@ impl Collector for Pressure {
     fn prometheus(&self, out: &mut Exposition) {
         let t = &self.totals;
         for (name, help, v) in [
-            ("node_pressure_cpu_waiting_seconds_total", "Total time in seconds that processes have waited for CPU time", t.cpu_some),
-            ("node_pressure_io_stalled_seconds_total", "Total time in seconds no process could make progress due to IO congestion", t.io_full),
-            ("node_pressure_io_waiting_seconds_total", "Total time in seconds that processes have waited due to IO congestion", t.io_some),
-            ("node_pressure_memory_stalled_seconds_total", "Total time in seconds no process could make progress due to memory congestion", t.memory_full),
-            ("node_pressure_memory_waiting_seconds_total", "Total time in seconds that processes have waited for memory", t.memory_some),
+            (
+                "node_pressure_cpu_waiting_seconds_total",
+                "Total time in seconds that processes have waited for CPU time",
+                t.cpu_some,
+            ),
+            (
+                "node_pressure_io_stalled_seconds_total",
+                "Total time in seconds no process could make progress due to IO congestion",
+                t.io_full,
+            ),
+            (
+                "node_pressure_io_waiting_seconds_total",
+                "Total time in seconds that processes have waited due to IO congestion",
+                t.io_some,
+            ),
+            (
+                "node_pressure_memory_stalled_seconds_total",
+                "Total time in seconds no process could make progress due to memory congestion",
+                t.memory_full,
+            ),
+            (
+                "node_pressure_memory_waiting_seconds_total",
+                "Total time in seconds that processes have waited for memory",
+                t.memory_some,
+            ),
         ] {
             out.family(name, help, Kind::Counter);
             out.value(v);
@@ -95,6 +112,11 @@ mod tests {
         let out = render(&mut Pressure::new(&fixture_paths()));
         assert_eq!(out.matches("# TYPE").count(), 5, "{out}");
         let t = Tree::new();
-        assert!(Pressure::new(&t.paths()).update(&mut Reader::new()).is_err(), "no PSI: the collector fails, as node_exporter's");
+        assert!(
+            Pressure::new(&t.paths())
+                .update(&mut Reader::new())
+                .is_err(),
+            "no PSI: the collector fails, as node_exporter's"
+        );
     }
 }

@@ -31,15 +31,69 @@ use super::{
 };
 use crate::resource::ProcessResource;
 
-metric_desc!(CPU_TIME, "process.cpu.time", "s", Counter, "Total CPU seconds broken down by different CPU modes.");
-metric_desc!(MEMORY_USAGE, "process.memory.usage", "By", UpDownCounter, "The amount of physical memory in use.");
-metric_desc!(MEMORY_VIRTUAL, "process.memory.virtual", "By", UpDownCounter, "The amount of committed virtual memory.");
-metric_desc!(THREADS, "process.thread.count", "{thread}", UpDownCounter, "Process threads count.");
-metric_desc!(FDS, "process.unix.file_descriptor.count", "{file_descriptor}", UpDownCounter, "Number of unix file descriptors in use by the process.");
-metric_desc!(DISK_IO, "process.disk.io", "By", Counter, "Disk bytes transferred.");
-metric_desc!(CONTEXT_SWITCHES, "process.context_switches", "{context_switch}", Counter, "Number of times the process has been context switched.");
-metric_desc!(PAGING_FAULTS, "process.paging.faults", "{fault}", Counter, "Number of page faults the process has made.");
-metric_desc!(UPTIME, "process.uptime", "s", Gauge, "The time the process has been running.");
+metric_desc!(
+    CPU_TIME,
+    "process.cpu.time",
+    "s",
+    Counter,
+    "Total CPU seconds broken down by different CPU modes."
+);
+metric_desc!(
+    MEMORY_USAGE,
+    "process.memory.usage",
+    "By",
+    UpDownCounter,
+    "The amount of physical memory in use."
+);
+metric_desc!(
+    MEMORY_VIRTUAL,
+    "process.memory.virtual",
+    "By",
+    UpDownCounter,
+    "The amount of committed virtual memory."
+);
+metric_desc!(
+    THREADS,
+    "process.thread.count",
+    "{thread}",
+    UpDownCounter,
+    "Process threads count."
+);
+metric_desc!(
+    FDS,
+    "process.unix.file_descriptor.count",
+    "{file_descriptor}",
+    UpDownCounter,
+    "Number of unix file descriptors in use by the process."
+);
+metric_desc!(
+    DISK_IO,
+    "process.disk.io",
+    "By",
+    Counter,
+    "Disk bytes transferred."
+);
+metric_desc!(
+    CONTEXT_SWITCHES,
+    "process.context_switches",
+    "{context_switch}",
+    Counter,
+    "Number of times the process has been context switched."
+);
+metric_desc!(
+    PAGING_FAULTS,
+    "process.paging.faults",
+    "{fault}",
+    Counter,
+    "Number of page faults the process has made."
+);
+metric_desc!(
+    UPTIME,
+    "process.uptime",
+    "s",
+    Gauge,
+    "The time the process has been running."
+);
 
 /// The traced processes, by pid (host pid namespace).
 #[derive(Debug)]
@@ -153,7 +207,11 @@ impl ProcessSample {
     /// The data points of this process (`out.start_unix_ns` is its start).
     pub fn otel(&self, out: &mut OtelBatch) {
         out.double(&CPU_TIME, vec![kv("cpu.mode", "user")], self.user_seconds);
-        out.double(&CPU_TIME, vec![kv("cpu.mode", "system")], self.system_seconds);
+        out.double(
+            &CPU_TIME,
+            vec![kv("cpu.mode", "system")],
+            self.system_seconds,
+        );
         out.int(&MEMORY_USAGE, vec![], self.rss_bytes);
         out.int(&MEMORY_VIRTUAL, vec![], self.virtual_bytes);
         out.int(&THREADS, vec![], self.threads);
@@ -165,11 +223,27 @@ impl ProcessSample {
             out.int(&DISK_IO, vec![kv("disk.io.direction", "write")], w);
         }
         if let (Some(v), Some(i)) = (self.voluntary_switches, self.involuntary_switches) {
-            out.int(&CONTEXT_SWITCHES, vec![kv("process.context_switch_type", "voluntary")], v);
-            out.int(&CONTEXT_SWITCHES, vec![kv("process.context_switch_type", "involuntary")], i);
+            out.int(
+                &CONTEXT_SWITCHES,
+                vec![kv("process.context_switch_type", "voluntary")],
+                v,
+            );
+            out.int(
+                &CONTEXT_SWITCHES,
+                vec![kv("process.context_switch_type", "involuntary")],
+                i,
+            );
         }
-        out.int(&PAGING_FAULTS, vec![kv("system.paging.type", "minor")], self.minor_faults);
-        out.int(&PAGING_FAULTS, vec![kv("system.paging.type", "major")], self.major_faults);
+        out.int(
+            &PAGING_FAULTS,
+            vec![kv("system.paging.type", "minor")],
+            self.minor_faults,
+        );
+        out.int(
+            &PAGING_FAULTS,
+            vec![kv("system.paging.type", "major")],
+            self.major_faults,
+        );
         let up = (out.time_unix_ns.saturating_sub(out.start_unix_ns)) as f64 / 1e9;
         out.double(&UPTIME, vec![], up);
     }
@@ -206,7 +280,8 @@ impl ProcessMetrics {
         let hz = user_hz();
         let mut out = Vec::new();
         for (pid, resource) in self.traced.snapshot() {
-            let sample = match read_process(&mut self.reader, &self.proc_root, pid, self.page_size) {
+            let sample = match read_process(&mut self.reader, &self.proc_root, pid, self.page_size)
+            {
                 Ok(s) => s,
                 Err(_) => {
                     self.traced.remove(pid);

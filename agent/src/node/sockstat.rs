@@ -35,9 +35,14 @@ pub fn parse(text: &str, page_size: f64, out: &mut Sockstat) -> Result<(), Strin
                 }
                 continue;
             }
-            out.values.push((proto.to_string(), pair[0].to_string(), value));
+            out.values
+                .push((proto.to_string(), pair[0].to_string(), value));
             if pair[0] == "mem" {
-                out.values.push((proto.to_string(), "mem_bytes".to_string(), value * page_size));
+                out.values.push((
+                    proto.to_string(),
+                    "mem_bytes".to_string(),
+                    value * page_size,
+                ));
             }
         }
     }
@@ -83,7 +88,11 @@ impl Collector for SockStat {
 
     fn prometheus(&self, out: &mut Exposition) {
         if let Some(used) = self.stats.used {
-            out.family("node_sockstat_sockets_used", "Number of IPv4 sockets in use.", Kind::Gauge);
+            out.family(
+                "node_sockstat_sockets_used",
+                "Number of IPv4 sockets in use.",
+                Kind::Gauge,
+            );
             out.value(used);
         }
         let mut name = String::new();
@@ -115,7 +124,10 @@ mod tests {
     fn fixture() {
         let out = render(&mut SockStat::new(&fixture_paths()));
         assert!(out.contains("# HELP node_sockstat_sockets_used Number of IPv4 sockets in use.\n# TYPE node_sockstat_sockets_used gauge\nnode_sockstat_sockets_used 27\n"), "{out}");
-        assert!(out.contains("node_sockstat_TCP_mem_bytes 253952\n"), "{out}");
+        assert!(
+            out.contains("node_sockstat_TCP_mem_bytes 253952\n"),
+            "{out}"
+        );
         assert!(out.contains("node_sockstat_FRAG6_memory 0\n"));
     }
 
@@ -127,7 +139,10 @@ mod tests {
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
         let mut expected = String::new();
         crate::node::expo::write_float(&mut expected, 2.0 * page);
-        assert!(out.contains(&format!("node_sockstat_TCP_mem_bytes {expected}\n")), "{out}");
+        assert!(
+            out.contains(&format!("node_sockstat_TCP_mem_bytes {expected}\n")),
+            "{out}"
+        );
         let mut s = Sockstat::default();
         assert!(parse("TCP: inuse\n", 1.0, &mut s).is_err());
         assert!(parse("TCP: inuse x\n", 1.0, &mut s).is_err());

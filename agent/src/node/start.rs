@@ -41,8 +41,14 @@ pub struct NodeRuntime {
 /// attributes and the agent as telemetry distribution.
 pub fn host_resource(root: &Path) -> Vec<KeyValue> {
     let mut attrs = HostInfo::detect(root).attributes();
-    attrs.push(KeyValue::new(keys::TELEMETRY_DISTRO_NAME, keys::DISTRO_NAME));
-    attrs.push(KeyValue::new(keys::TELEMETRY_DISTRO_VERSION, keys::DISTRO_VERSION));
+    attrs.push(KeyValue::new(
+        keys::TELEMETRY_DISTRO_NAME,
+        keys::DISTRO_NAME,
+    ));
+    attrs.push(KeyValue::new(
+        keys::TELEMETRY_DISTRO_VERSION,
+        keys::DISTRO_VERSION,
+    ));
     attrs
 }
 
@@ -105,7 +111,10 @@ impl NodeRuntime {
     }
 
     /// Starts the periodic OTLP export (if configured) until `stop`.
-    pub fn spawn_export(&mut self, stop: watch::Receiver<bool>) -> Option<tokio::task::JoinHandle<()>> {
+    pub fn spawn_export(
+        &mut self,
+        stop: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let (exporter, sources) = self.export.take()?;
         Some(tokio::spawn(super::export::run(exporter, sources, stop)))
     }

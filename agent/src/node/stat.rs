@@ -47,7 +47,9 @@ impl ProcStat {
             let mut fields = line.split_ascii_whitespace();
             let Some(key) = fields.next() else { continue };
             let mut next = |what: &str| -> Result<u64, String> {
-                let v = fields.next().ok_or_else(|| format!("{key}: missing {what}"))?;
+                let v = fields
+                    .next()
+                    .ok_or_else(|| format!("{key}: missing {what}"))?;
                 v.parse()
                     .map_err(|_| format!("{key}: {what} {v:?} is not a number"))
             };
@@ -226,14 +228,29 @@ mod tests {
         assert_eq!(s.btime, Some(1_796_150_184));
         assert!(s.intr.unwrap() > 0 && s.ctxt.unwrap() > 0 && s.processes.unwrap() > 0);
         let out = render(&mut Stat::new(&fixture_paths()));
-        assert!(out.contains("node_boot_time_seconds 1.796150184e+09\n"), "{out}");
+        assert!(
+            out.contains("node_boot_time_seconds 1.796150184e+09\n"),
+            "{out}"
+        );
         assert!(out.contains("# TYPE node_forks_total counter\n"));
     }
 
     #[test]
     fn old_kernels_and_bad_input() {
         let s = ProcStat::parse("cpu 1 2 3 4\ncpu0 1 2 3 4\nbtime 5\nfuture 1 2\n").unwrap();
-        assert_eq!(s.cpus, vec![(0, CpuTicks { user: 1, nice: 2, system: 3, idle: 4, ..CpuTicks::default() })]);
+        assert_eq!(
+            s.cpus,
+            vec![(
+                0,
+                CpuTicks {
+                    user: 1,
+                    nice: 2,
+                    system: 3,
+                    idle: 4,
+                    ..CpuTicks::default()
+                }
+            )]
+        );
         assert_eq!(s.btime, Some(5));
         assert!(ProcStat::parse("cpu0 1 2\n").is_err());
         assert!(ProcStat::parse("ctxt x\n").is_err());

@@ -14,11 +14,7 @@
 //! The parser is sans-IO over one file's text: [`parse`] returns the
 //! families or the first error with its line number.
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    time::UNIX_EPOCH,
-};
+use std::{collections::HashMap, path::PathBuf, time::UNIX_EPOCH};
 
 use super::{
     Collector, NodeError, Reader,
@@ -87,7 +83,12 @@ fn parse_value(s: &str) -> Option<f64> {
         "+Inf" | "Inf" => Some(f64::INFINITY),
         "-Inf" => Some(f64::NEG_INFINITY),
         "NaN" => Some(f64::NAN),
-        _ if s.bytes().any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') => None,
+        _ if s
+            .bytes()
+            .any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') =>
+        {
+            None
+        }
         _ => s.parse().ok(),
     }
 }
@@ -154,7 +155,10 @@ fn parse_sample(line: &str, n: usize) -> Result<Sample, ParseError> {
                 i += 1;
             }
             if i >= b.len() || b[i] != b'"' {
-                return err(n, format!("expected '\"' to start the value of label {key:?}"));
+                return err(
+                    n,
+                    format!("expected '\"' to start the value of label {key:?}"),
+                );
             }
             i += 1;
             let mut value = String::new();
@@ -172,7 +176,9 @@ fn parse_sample(line: &str, n: usize) -> Result<Sample, ParseError> {
                         Some((_, 'n')) => value.push('\n'),
                         Some((_, '\\')) => value.push('\\'),
                         Some((_, '"')) => value.push('"'),
-                        Some((_, c)) => return err(n, format!("invalid escape \\{c} in label value")),
+                        Some((_, c)) => {
+                            return err(n, format!("invalid escape \\{c} in label value"));
+                        }
                         None => break,
                     },
                     c => value.push(c),
@@ -307,7 +313,10 @@ pub fn parse(text: &str) -> Result<Vec<Family>, ParseError> {
             let kind = declared[&family];
             let has = |l: &str| sample.labels.iter().any(|(k, _)| k == l);
             if kind == Kind::Histogram && sample.name.ends_with("_bucket") && !has("le") {
-                return err(n, format!("histogram bucket {} without le label", sample.name));
+                return err(
+                    n,
+                    format!("histogram bucket {} without le label", sample.name),
+                );
             }
             if kind == Kind::Summary && sample.name == family && !has("quantile") {
                 return err(n, format!("summary {} without quantile label", sample.name));
@@ -391,7 +400,10 @@ impl TextFile {
                     continue;
                 }
             };
-            if families.iter().any(|f| f.samples.iter().any(|s| s.timestamp.is_some())) {
+            if families
+                .iter()
+                .any(|f| f.samples.iter().any(|s| s.timestamp.is_some()))
+            {
                 failure = Some(format!(
                     "{shown} contains unsupported client-side timestamps, skipping entire file"
                 ));
@@ -399,7 +411,9 @@ impl TextFile {
             }
             let count: usize = families.iter().map(|f| f.samples.len()).sum();
             if samples + count > MAX_SAMPLES {
-                failure = Some(format!("{shown}: more than {MAX_SAMPLES} samples in all files"));
+                failure = Some(format!(
+                    "{shown}: more than {MAX_SAMPLES} samples in all files"
+                ));
                 continue;
             }
             samples += count;
@@ -562,7 +576,11 @@ mod tests {
         assert!(out.contains("# HELP backup_size_bytes Metric read from "));
         assert!(out.contains("# TYPE backup_size_bytes untyped\n"));
         assert!(out.contains("node_textfile_scrape_error 0\n"));
-        assert_eq!(out.matches("node_textfile_mtime_seconds{").count(), 2, "notes.txt is not read");
+        assert_eq!(
+            out.matches("node_textfile_mtime_seconds{").count(),
+            2,
+            "notes.txt is not read"
+        );
     }
 
     #[test]
@@ -592,7 +610,10 @@ mod tests {
         assert!(out.contains("node_textfile_scrape_error 1\n"));
         t.write("d/b.prom", "# TYPE jobs counter\njobs{host=\"h\"} 2\n");
         let out = scrape(t.0.path().join("d"));
-        assert!(out.contains("jobs{host=\"\",q=\"a\"} 1\njobs{host=\"h\",q=\"\"} 2\n"), "{out}");
+        assert!(
+            out.contains("jobs{host=\"\",q=\"a\"} 1\njobs{host=\"h\",q=\"\"} 2\n"),
+            "{out}"
+        );
         assert!(out.contains("node_textfile_scrape_error 0\n"));
         // A family another collector exposes is left out.
         let mut c = TextFile::new(Some(t.0.path().join("d")));

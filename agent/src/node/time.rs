@@ -41,7 +41,9 @@ fn local_zone(unix: i64) -> (String, f64) {
         return ("UTC".into(), 0.0);
     }
     // SAFETY: tm_zone points at a NUL-terminated static string.
-    let name = unsafe { CStr::from_ptr(tm.tm_zone) }.to_string_lossy().into_owned();
+    let name = unsafe { CStr::from_ptr(tm.tm_zone) }
+        .to_string_lossy()
+        .into_owned();
     (name, tm.tm_gmtoff as f64)
 }
 
@@ -51,7 +53,9 @@ impl Collector for Time {
     }
 
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         self.now = now.as_nanos() as f64 / 1e9;
         self.zone = local_zone(now.as_secs() as i64);
         self.sources.clear();
@@ -61,7 +65,12 @@ impl Collector for Time {
         };
         let mut devices: Vec<String> = dir
             .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_prefix("clocksource").map(String::from))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("clocksource")
+                    .map(String::from)
+            })
             .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             .collect();
         devices.sort();
@@ -72,7 +81,10 @@ impl Collector for Time {
                 .split_ascii_whitespace()
                 .map(String::from)
                 .collect();
-            let current = reader.read(&base.join("current_clocksource"))?.trim().to_string();
+            let current = reader
+                .read(&base.join("current_clocksource"))?
+                .trim()
+                .to_string();
             self.sources.push((n, available, current));
         }
         Ok(())
@@ -101,9 +113,17 @@ impl Collector for Time {
                 out.sample(&[("clocksource", current), ("device", device)], 1.0);
             }
         }
-        out.family("node_time_seconds", "System time in seconds since epoch (1970).", Kind::Gauge);
+        out.family(
+            "node_time_seconds",
+            "System time in seconds since epoch (1970).",
+            Kind::Gauge,
+        );
         out.value(self.now);
-        out.family("node_time_zone_offset_seconds", "System time zone offset in seconds.", Kind::Gauge);
+        out.family(
+            "node_time_zone_offset_seconds",
+            "System time zone offset in seconds.",
+            Kind::Gauge,
+        );
         out.sample(&[("time_zone", &self.zone.0)], self.zone.1);
     }
 }
@@ -116,8 +136,15 @@ mod tests {
     #[test]
     fn fixture() {
         let out = render(&mut Time::new(&fixture_paths()));
-        assert!(out.contains("node_time_clocksource_current_info{clocksource=\"tsc\",device=\"0\"} 1\n"), "{out}");
-        assert!(out.contains("node_time_clocksource_available_info{clocksource=\"kvm-clock\",device=\"0\"} 1\n"));
+        assert!(
+            out.contains(
+                "node_time_clocksource_current_info{clocksource=\"tsc\",device=\"0\"} 1\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains(
+            "node_time_clocksource_available_info{clocksource=\"kvm-clock\",device=\"0\"} 1\n"
+        ));
         assert!(out.contains("node_time_zone_offset_seconds{time_zone=\""));
     }
 }

@@ -19,7 +19,9 @@ fn uname() -> Option<[String; 6]> {
     }
     let s = |f: &[libc::c_char]| {
         // SAFETY: uname NUL-terminates every field, which lives in `u`.
-        unsafe { CStr::from_ptr(f.as_ptr()) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(f.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
     };
     Some([
         s(&u.domainname),

@@ -13,8 +13,20 @@ use super::{
     otel::{OtelBatch, kv, metric_desc},
 };
 
-metric_desc!(PAGING_FAULTS, "system.paging.faults", "{fault}", Counter, "The number of page faults.");
-metric_desc!(PAGING_OPERATIONS, "system.paging.operations", "{operation}", Counter, "The number of paging operations.");
+metric_desc!(
+    PAGING_FAULTS,
+    "system.paging.faults",
+    "{fault}",
+    Counter,
+    "The number of page faults."
+);
+metric_desc!(
+    PAGING_OPERATIONS,
+    "system.paging.operations",
+    "{operation}",
+    Counter,
+    "The number of paging operations."
+);
 
 pub struct VmStat {
     path: PathBuf,
@@ -42,7 +54,14 @@ impl Collector for VmStat {
     }
 
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
-        const PAGING: [&str; 6] = ["pgfault", "pgmajfault", "pswpin", "pswpout", "pgpgin", "pgpgout"];
+        const PAGING: [&str; 6] = [
+            "pgfault",
+            "pgmajfault",
+            "pswpin",
+            "pswpout",
+            "pgpgin",
+            "pgpgout",
+        ];
         let text = reader.read(&self.path)?;
         self.selected.clear();
         self.paging = [None; 6];
@@ -84,14 +103,30 @@ impl Collector for VmStat {
     fn otel(&self, out: &mut OtelBatch) {
         let v = |i: usize| self.paging[i].map(|v| v.max(0) as u64);
         if let (Some(all), Some(major)) = (v(0), v(1)) {
-            out.int(&PAGING_FAULTS, vec![kv("system.paging.type", "major")], major);
-            out.int(&PAGING_FAULTS, vec![kv("system.paging.type", "minor")], all.saturating_sub(major));
+            out.int(
+                &PAGING_FAULTS,
+                vec![kv("system.paging.type", "major")],
+                major,
+            );
+            out.int(
+                &PAGING_FAULTS,
+                vec![kv("system.paging.type", "minor")],
+                all.saturating_sub(major),
+            );
         }
-        for (i, direction, kind) in [(2, "in", "major"), (3, "out", "major"), (4, "in", "minor"), (5, "out", "minor")] {
+        for (i, direction, kind) in [
+            (2, "in", "major"),
+            (3, "out", "major"),
+            (4, "in", "minor"),
+            (5, "out", "minor"),
+        ] {
             if let Some(n) = v(i) {
                 out.int(
                     &PAGING_OPERATIONS,
-                    vec![kv("system.paging.direction", direction), kv("system.paging.type", kind)],
+                    vec![
+                        kv("system.paging.direction", direction),
+                        kv("system.paging.type", kind),
+                    ],
                     n,
                 );
             }
@@ -102,7 +137,10 @@ impl Collector for VmStat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{defaults, filter_regex, test_support::{fixture_paths, render}};
+    use crate::node::{
+        defaults, filter_regex,
+        test_support::{fixture_paths, render},
+    };
 
     #[test]
     fn fixture_default_fields() {
@@ -117,6 +155,10 @@ mod tests {
     fn bad_value() {
         let t = crate::node::test_support::Tree::new();
         t.write("proc/vmstat", "pgfault x\n");
-        assert!(VmStat::new(&t.paths(), None).update(&mut Reader::new()).is_err());
+        assert!(
+            VmStat::new(&t.paths(), None)
+                .update(&mut Reader::new())
+                .is_err()
+        );
     }
 }
