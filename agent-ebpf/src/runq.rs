@@ -36,7 +36,7 @@ fn woken(ctx: &TracePointContext) {
     };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let _ = RUNQ_SINCE.insert(&(pid as u32), &now, 0);
+    let _ = RUNQ_SINCE.insert(pid as u32, now, 0);
 }
 
 #[tracepoint]
@@ -66,31 +66,31 @@ pub fn runq_switch(ctx: TracePointContext) -> u32 {
     };
     // Preempted while runnable: it waits in the run queue from now.
     if state == 0 && prev != 0 {
-        let _ = RUNQ_SINCE.insert(&(prev as u32), &now, 0);
+        let _ = RUNQ_SINCE.insert(prev as u32, now, 0);
     }
     if next == 0 {
         return 0;
     }
     let key = next as u32;
     // SAFETY: the value is copied out at once.
-    let Some(since) = (unsafe { RUNQ_SINCE.get(&key) }).copied() else {
+    let Some(since) = (unsafe { RUNQ_SINCE.get(key) }).copied() else {
         return 0;
     };
-    let _ = RUNQ_SINCE.remove(&key);
+    let _ = RUNQ_SINCE.remove(key);
     let delay = now.saturating_sub(since);
     let slot = (64 - delay.leading_zeros()).min(SLOTS - 1);
     if let Some(p) = RUNQ_HIST.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot; programs do not nest on one CPU.
         unsafe { *p += 1 };
     }
-    match RUNQ_BY_TID.get_ptr_mut(&key) {
+    match RUNQ_BY_TID.get_ptr_mut(key) {
         // SAFETY: a map value; racing updates only skew the statistic.
         Some(v) => unsafe {
             (*v)[0] += 1;
             (*v)[1] += delay;
         },
         None => {
-            let _ = RUNQ_BY_TID.insert(&key, &[1, delay], 0);
+            let _ = RUNQ_BY_TID.insert(key, [1, delay], 0);
         }
     }
     0

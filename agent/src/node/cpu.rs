@@ -15,7 +15,9 @@ use super::{
 
 /// Modes in node_exporter's (alphabetical) order, with the tick getter and
 /// the OpenTelemetry `cpu.mode` value.
-const MODES: [(&str, fn(&CpuTicks) -> u64, &str); 8] = [
+type Mode = (&'static str, fn(&CpuTicks) -> u64, &'static str);
+
+const MODES: [Mode; 8] = [
     ("idle", |t| t.idle, "idle"),
     ("iowait", |t| t.iowait, "iowait"),
     ("irq", |t| t.irq, "interrupt"),

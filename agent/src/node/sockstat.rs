@@ -22,7 +22,7 @@ pub fn parse(text: &str, page_size: f64, out: &mut Sockstat) -> Result<(), Strin
             continue;
         };
         let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-        if fields.len() % 2 != 0 {
+        if !fields.len().is_multiple_of(2) {
             return Err(format!("{proto}: odd number of fields"));
         }
         for pair in fields.chunks(2) {
