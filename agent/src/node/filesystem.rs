@@ -116,11 +116,16 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+        let octal = (i + 3 < b.len()
+            && b[i] == b'\\'
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)))
+        .then(|| {
+            b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'))
+        })
+        .and_then(|v| u8::try_from(v).ok());
+        if let Some(v) = octal {
             out.push(v);
             i += 4;
         } else {
@@ -622,6 +627,8 @@ mod tests {
         assert!(!m[0].readonly);
         assert!(m[1].readonly);
         assert_eq!(unescape("trailing\\04"), "trailing\\04");
+        // Beyond a byte (found by the fuzzer): kept as it is.
+        assert_eq!(unescape("x\\777y"), "x\\777y");
         assert!(parse_mounts("only three fields\n").is_err());
     }
 

@@ -301,13 +301,28 @@ pub fn parse(text: &str) -> Result<Vec<Family>, ParseError> {
                 if !families[at].samples.is_empty() {
                     return err(n, format!("TYPE line for {name:?} after its samples"));
                 }
+                if matches!(kind, Kind::Histogram | Kind::Summary)
+                    && ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|suffix| index.contains_key(&format!("{name}{suffix}")))
+                {
+                    return err(
+                        n,
+                        format!("TYPE line for {name:?} after samples of its series"),
+                    );
+                }
                 families[at].kind = kind;
                 declared.insert(name.to_string(), kind);
             }
             continue;
         }
         let sample = parse_sample(line, n)?;
-        let (family, typed) = family_of(&sample.name, &declared);
+        // An existing family of this exact name first (as Go's parser).
+        let (family, typed) = if index.contains_key(&sample.name) {
+            (sample.name.as_str(), declared.contains_key(&sample.name))
+        } else {
+            family_of(&sample.name, &declared)
+        };
         let family = family.to_string();
         if typed {
             let kind = declared[&family];
@@ -663,6 +678,8 @@ mod tests {
             "# TYPE s summary\ns 1\n",
             "x{a=\"\\q\"} 1\n",
             "x{a=\"b\"}1\n",
+            // Found by the fuzzer: a histogram's series seen before its TYPE.
+            "h_bucket{le=\"1\"} 1\n# TYPE h histogram\nh_bucket{le=\"1\"} 2\n",
         ] {
             assert!(parse(bad).is_err(), "accepted {bad:?}");
         }
