@@ -9,6 +9,7 @@ use regex::Regex;
 use super::{
     Collector, NodeError, NodePaths, Reader,
     expo::{Exposition, Kind},
+    netstat::CachedFilter,
     otel::{OtelBatch, kv, metric_desc},
 };
 
@@ -203,7 +204,7 @@ impl UdevInfo {
 pub struct DiskStats {
     path: PathBuf,
     udev: PathBuf,
-    exclude: Option<Regex>,
+    exclude: CachedFilter,
     disks: Vec<(DiskStat, UdevInfo)>,
 }
 
@@ -212,7 +213,7 @@ impl DiskStats {
         Self {
             path: p.proc("diskstats"),
             udev: p.root("run/udev/data"),
-            exclude,
+            exclude: CachedFilter::new(exclude),
             disks: Vec::new(),
         }
     }
@@ -229,7 +230,7 @@ impl Collector for DiskStats {
             .map_err(|e| NodeError::parse(&self.path, e.to_string()))?;
         self.disks.clear();
         for d in stats.0 {
-            if self.exclude.as_ref().is_some_and(|r| r.is_match(&d.name)) {
+            if self.exclude.excludes(&d.name) {
                 continue;
             }
             let udev = self.udev.join(format!("b{}:{}", d.major, d.minor));

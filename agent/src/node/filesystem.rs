@@ -23,6 +23,7 @@ use regex::Regex;
 use super::{
     Collector, NodeError, NodePaths, Reader,
     expo::{Exposition, Kind},
+    netstat::CachedFilter,
     otel::{OtelBatch, kv, metric_desc},
 };
 
@@ -72,8 +73,8 @@ pub struct Filesystem {
     mounts_path: PathBuf,
     fallback_mounts_path: PathBuf,
     root: PathBuf,
-    mount_points_exclude: Option<Regex>,
-    fs_types_exclude: Option<Regex>,
+    mount_points_exclude: CachedFilter,
+    fs_types_exclude: CachedFilter,
     statfs: StatfsWorker,
     mounts: Vec<Mount>,
 }
@@ -89,8 +90,8 @@ impl Filesystem {
             mounts_path: p.proc("1/mounts"),
             fallback_mounts_path: p.proc("mounts"),
             root: p.root.clone(),
-            mount_points_exclude,
-            fs_types_exclude,
+            mount_points_exclude: CachedFilter::new(mount_points_exclude),
+            fs_types_exclude: CachedFilter::new(fs_types_exclude),
             statfs: StatfsWorker::new(timeout),
             mounts: Vec::new(),
         }
@@ -180,14 +181,8 @@ impl Collector for Filesystem {
             // Mount points as the host sees them (without the rootfs prefix
             // when the agent runs in a container).
             let mountpoint = strip_root(&self.root, &e.mountpoint);
-            if self
-                .mount_points_exclude
-                .as_ref()
-                .is_some_and(|r| r.is_match(&mountpoint))
-                || self
-                    .fs_types_exclude
-                    .as_ref()
-                    .is_some_and(|r| r.is_match(&e.fstype))
+            if self.mount_points_exclude.excludes(&mountpoint)
+                || self.fs_types_exclude.excludes(&e.fstype)
             {
                 continue;
             }

@@ -16,6 +16,7 @@ use regex::Regex;
 use super::{
     Collector, NodeError, NodePaths, Reader,
     expo::{Exposition, Kind},
+    netstat::CachedFilter,
     otel::{OtelBatch, kv, metric_desc},
     source::first_number,
 };
@@ -75,7 +76,7 @@ metric_desc!(
 pub struct NetDev {
     path: PathBuf,
     sys_net: PathBuf,
-    exclude: Option<Regex>,
+    exclude: CachedFilter,
     devices: Vec<(DeviceStatus, Option<u64>)>,
 }
 
@@ -84,7 +85,7 @@ impl NetDev {
         Self {
             path: p.proc("net/dev"),
             sys_net: p.sys("class/net"),
-            exclude,
+            exclude: CachedFilter::new(exclude),
             devices: Vec::new(),
         }
     }
@@ -101,7 +102,7 @@ impl Collector for NetDev {
             .map_err(|e| NodeError::parse(&self.path, e.to_string()))?;
         self.devices.clear();
         for (name, d) in devices.0.into_iter() {
-            if self.exclude.as_ref().is_some_and(|r| r.is_match(&name)) {
+            if self.exclude.excludes(&name) {
                 continue;
             }
             let nohandler = self.sys_net.join(&name).join("statistics/rx_nohandler");

@@ -85,19 +85,31 @@ impl CachedFilter {
         }
     }
 
+    /// A selection filter: true for the keys it selects (no expression:
+    /// every key).
     pub fn matches(&mut self, key: &str) -> bool {
-        let Some(regex) = &self.regex else {
-            return true;
-        };
+        self.answer(key).unwrap_or(true)
+    }
+
+    /// An exclusion filter: true for the keys it excludes (no expression:
+    /// none).
+    pub fn excludes(&mut self, key: &str) -> bool {
+        self.answer(key).unwrap_or(false)
+    }
+
+    /// Whether the expression matches `key` (`None`: no expression).
+    fn answer(&mut self, key: &str) -> Option<bool> {
+        let regex = self.regex.as_ref()?;
         if let Some(&yes) = self.answers.get(key) {
-            return yes;
+            return Some(yes);
         }
         let yes = regex.is_match(key);
-        // Bounded: a kernel has a few hundred fields.
+        // Bounded: a kernel has a few hundred fields, a host a few hundred
+        // devices and mounts.
         if self.answers.len() < 4096 {
             self.answers.insert(key.to_string(), yes);
         }
-        yes
+        Some(yes)
     }
 }
 
@@ -237,5 +249,7 @@ mod tests {
         assert!(f.matches("Tcp_InSegs"));
         assert_eq!(f.answers.len(), 2);
         assert!(CachedFilter::new(None).matches("anything"));
+        assert!(!CachedFilter::new(None).excludes("anything"));
+        assert!(f.excludes("Tcp_X"));
     }
 }

@@ -18,6 +18,8 @@ pub struct Time {
     zone: (String, f64),
     /// (device number, available, current).
     sources: Vec<(String, Vec<String>, String)>,
+    /// The clocksource devices, listed once (they are fixed at boot).
+    devices: Option<Vec<String>>,
 }
 
 impl Time {
@@ -27,6 +29,7 @@ impl Time {
             now: 0.0,
             zone: (String::new(), 0.0),
             sources: Vec::new(),
+            devices: None,
         }
     }
 }
@@ -59,21 +62,23 @@ impl Collector for Time {
         self.now = now.as_nanos() as f64 / 1e9;
         self.zone = local_zone(now.as_secs() as i64);
         self.sources.clear();
-        // No clocksource directory (some containers): only the clock.
-        let Ok(dir) = std::fs::read_dir(&self.dir) else {
-            return Ok(());
-        };
-        let mut devices: Vec<String> = dir
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_prefix("clocksource")
-                    .map(String::from)
-            })
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            .collect();
-        devices.sort();
+        if self.devices.is_none() {
+            // No clocksource directory (some containers): only the clock.
+            let mut devices: Vec<String> = std::fs::read_dir(&self.dir)
+                .map(|dir| {
+                    dir.filter_map(|e| e.ok())
+                        .filter_map(|e| {
+                            let name = e.file_name();
+                            name.to_str()?.strip_prefix("clocksource").map(String::from)
+                        })
+                        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            devices.sort();
+            self.devices = Some(devices);
+        }
+        let devices = self.devices.clone().unwrap_or_default();
         for n in devices {
             let base = self.dir.join(format!("clocksource{n}"));
             let available = reader
