@@ -11,6 +11,7 @@ pub mod counters;
 pub mod maps;
 pub mod offsets;
 pub mod record;
+pub mod sched;
 pub mod select;
 
 pub use classify::{Protocol, classify_prefix};

@@ -9,6 +9,9 @@
 //! - `conn`: socket lifecycle (accept, connect, close, TCP state);
 //! - `proc`: process exits;
 //! - `select`: processes and ports excluded by the selection;
+//! - `sched`: fork, exec and exit counts (per-CPU array);
+//! - `runq`: run-queue delay (not attached by default; see its cost in
+//!   BENCHMARKS.md);
 //! - `sock`: the descriptor → `struct sock` walk and address reads;
 //! - `maps`: maps, load-time globals and the loss counters.
 #![no_std]
@@ -19,6 +22,8 @@ mod conn;
 mod doctor;
 mod maps;
 mod proc;
+mod runq;
+mod sched;
 mod select;
 mod sock;
 

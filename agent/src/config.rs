@@ -299,6 +299,8 @@ pub struct Flags {
     /// Pods of this node kept in memory (`kubernetes.max_pods`).
     #[arg(long, env = "AGENT_KUBERNETES_MAX_PODS", global = true)]
     pub kubernetes_max_pods: Option<usize>,
+    #[command(flatten)]
+    pub node: crate::node::config::NodeFlags,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -392,6 +394,7 @@ pub struct FileConfig {
     pub connections: FileConnections,
     pub export: FileExport,
     pub metrics: FileMetrics,
+    pub node: crate::node::config::FileNode,
     pub log_level: Option<String>,
     pub selection: FileSelection,
     pub kubernetes: FileKubernetes,
@@ -511,6 +514,8 @@ pub struct FileExport {
 pub struct FileOtlp {
     pub endpoint: Option<String>,
     pub traces_endpoint: Option<String>,
+    /// Full URL of the OTLP metrics endpoint (node and process metrics).
+    pub metrics_endpoint: Option<String>,
     pub protocol: Option<OtlpProtocol>,
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(with = "humantime_opt")]
@@ -551,6 +556,8 @@ pub struct Config {
     pub export: ExportConfig,
     /// `None`: no metrics/health endpoint.
     pub metrics_address: Option<SocketAddr>,
+    /// Node and process metrics (`node:`), and where they go over OTLP.
+    pub node: crate::node::config::NodeConfig,
     pub log_level: String,
     pub selection: SelectionConfig,
     pub kubernetes: KubernetesConfig,
@@ -841,6 +848,8 @@ pub struct OtelEnv {
     pub kubernetes_service_port: Option<String>,
     /// `NODE_NAME` (the DaemonSet sets it from `spec.nodeName`).
     pub node_name: Option<String>,
+    /// The variables of the OTLP metrics export.
+    pub metrics: crate::node::config::MetricsEnv,
 }
 
 impl OtelEnv {
@@ -860,6 +869,7 @@ impl OtelEnv {
             kubernetes_service_host: get("KUBERNETES_SERVICE_HOST"),
             kubernetes_service_port: get("KUBERNETES_SERVICE_PORT"),
             node_name: get("NODE_NAME"),
+            metrics: crate::node::config::MetricsEnv::from_process(),
         }
     }
 }
@@ -1061,6 +1071,25 @@ impl Config {
             return Err(invalid("connections.idle_timeout", "must be positive"));
         }
 
+        let node = crate::node::config::resolve(
+            &flags.node,
+            file.node,
+            &env.metrics,
+            crate::node::config::Shared {
+                flag_endpoint: flags.otlp_endpoint.as_deref(),
+                flag_protocol: flags.otlp_protocol,
+                file_endpoint: file.export.otlp.endpoint.as_deref(),
+                file_metrics_endpoint: file.export.otlp.metrics_endpoint.as_deref(),
+                file_protocol: file.export.otlp.protocol,
+                file_headers: file
+                    .export
+                    .otlp
+                    .headers
+                    .as_ref()
+                    .unwrap_or(&BTreeMap::new()),
+                file_timeout: file.export.otlp.timeout,
+            },
+        )?;
         let export = resolve_export(flags, file.export, env)?;
 
         let metrics_address = match flags
@@ -1099,6 +1128,7 @@ impl Config {
             metrics_address,
             selection,
             kubernetes,
+            node,
             log_level: flags
                 .log_level
                 .clone()
@@ -1111,6 +1141,9 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         let mut shown = self.clone();
         for v in shown.export.otlp.headers.values_mut() {
+            *v = "<hidden>".to_string();
+        }
+        for v in shown.node.otlp.headers.values_mut() {
             *v = "<hidden>".to_string();
         }
         serde_yaml_ng::to_string(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
@@ -1694,6 +1727,74 @@ mod tests {
             "AGENT_CAPTURE_BYTES",
         ),
         (
+            "node.collectors",
+            "node-collectors",
+            "AGENT_NODE_COLLECTORS",
+        ),
+        (
+            "node.textfile_directory",
+            "node-textfile-directory",
+            "AGENT_NODE_TEXTFILE_DIRECTORY",
+        ),
+        ("node.root", "node-root", "AGENT_NODE_ROOT"),
+        ("node.proc", "node-proc", "AGENT_NODE_PROC"),
+        ("node.sys", "node-sys", "AGENT_NODE_SYS"),
+        (
+            "node.filesystem.mount_points_exclude",
+            "node-filesystem-mount-points-exclude",
+            "AGENT_NODE_FILESYSTEM_MOUNT_POINTS_EXCLUDE",
+        ),
+        (
+            "node.filesystem.fs_types_exclude",
+            "node-filesystem-fs-types-exclude",
+            "AGENT_NODE_FILESYSTEM_FS_TYPES_EXCLUDE",
+        ),
+        (
+            "node.filesystem.mount_timeout",
+            "node-filesystem-mount-timeout",
+            "AGENT_NODE_FILESYSTEM_MOUNT_TIMEOUT",
+        ),
+        (
+            "node.diskstats.device_exclude",
+            "node-diskstats-device-exclude",
+            "AGENT_NODE_DISKSTATS_DEVICE_EXCLUDE",
+        ),
+        (
+            "node.netdev.device_exclude",
+            "node-netdev-device-exclude",
+            "AGENT_NODE_NETDEV_DEVICE_EXCLUDE",
+        ),
+        (
+            "node.netstat.fields",
+            "node-netstat-fields",
+            "AGENT_NODE_NETSTAT_FIELDS",
+        ),
+        (
+            "node.vmstat.fields",
+            "node-vmstat-fields",
+            "AGENT_NODE_VMSTAT_FIELDS",
+        ),
+        (
+            "node.process_metrics",
+            "node-process-metrics",
+            "AGENT_NODE_PROCESS_METRICS",
+        ),
+        (
+            "node.runqueue_latency",
+            "node-runqueue-latency",
+            "AGENT_NODE_RUNQUEUE_LATENCY",
+        ),
+        (
+            "node.export_interval",
+            "metrics-export-interval",
+            "AGENT_METRICS_EXPORT_INTERVAL",
+        ),
+        (
+            "export.otlp.metrics_endpoint",
+            "otlp-metrics-endpoint",
+            "AGENT_OTLP_METRICS_ENDPOINT",
+        ),
+        (
             "capture.ring_buffer_bytes",
             "ring-buffer-bytes",
             "AGENT_RING_BUFFER_BYTES",
@@ -1972,8 +2073,23 @@ mod tests {
         let mut found = Vec::new();
         leaves("", &serde_yaml_ng::to_value(&cfg).unwrap(), &mut found);
         for key in found {
+            // Effective keys named apart from their file keys.
             let key = match key.as_str() {
                 "metrics_address" => "metrics.address".to_string(),
+                "node.otlp.endpoint" => "export.otlp.metrics_endpoint".to_string(),
+                "node.otlp.protocol" => "export.otlp.protocol".to_string(),
+                "node.otlp.timeout" => "export.otlp.timeout".to_string(),
+                "node.otlp.gzip" => "export.otlp.compression".to_string(),
+                "node.otlp.interval" => "node.export_interval".to_string(),
+                k if k.starts_with("node.otlp.headers") => "export.otlp.headers".to_string(),
+                k if k.starts_with("node.filesystem_")
+                    || k.starts_with("node.diskstats_")
+                    || k.starts_with("node.netdev_")
+                    || k.starts_with("node.netstat_")
+                    || k.starts_with("node.vmstat_") =>
+                {
+                    k.replacen('_', ".", 1)
+                }
                 _ => key,
             };
             assert!(

@@ -366,6 +366,7 @@ fn programs() -> Vec<Check> {
             flags: agent_common::select::SelectFlags::PROCESSES,
             ..KernelSelection::default()
         },
+        runqueue_latency: false,
     };
     match Capture::load(&opts) {
         Ok(mut capture) => {

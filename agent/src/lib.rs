@@ -10,6 +10,7 @@ pub mod conn;
 pub mod doctor;
 pub mod export;
 pub mod kube;
+pub mod node;
 pub mod pipeline;
 pub mod protocol;
 pub mod resource;

@@ -55,6 +55,8 @@ pub struct Pipeline {
     recently_ignored: std::collections::HashSet<(u32, u64)>,
     /// Process selection (executables, cgroups, containers, pods), if set.
     gate: Option<Gate>,
+    /// Processes with traced connections, for their process metrics.
+    traced: Option<Arc<crate::node::process::TracedProcesses>>,
 }
 
 impl Pipeline {
@@ -81,6 +83,7 @@ impl Pipeline {
             clock_refreshed_ns: monotonic_ns(),
             recently_ignored: std::collections::HashSet::new(),
             gate: None,
+            traced: None,
         }
     }
 
@@ -88,6 +91,11 @@ impl Pipeline {
     pub fn with_selection(mut self, gate: Gate) -> Self {
         self.gate = Some(gate);
         self
+    }
+
+    /// Registers the processes of traced connections (for process metrics).
+    pub fn set_traced(&mut self, traced: Arc<crate::node::process::TracedProcesses>) {
+        self.traced = Some(traced);
     }
 
     /// Handles one raw ring-buffer record.
@@ -149,6 +157,9 @@ impl Pipeline {
             return;
         }
         let resource = self.resources.get_or_load(open.tgid, &open.comm);
+        if let Some(traced) = &self.traced {
+            traced.insert(open.tgid, Arc::clone(&resource));
+        }
         self.metrics
             .processes_cached
             .set(self.resources.len() as i64);
@@ -322,6 +333,9 @@ impl Pipeline {
             self.finish_conn(conn, p.ts_ns);
         }
         self.resources.remove(p.tgid);
+        if let Some(traced) = &self.traced {
+            traced.remove(p.tgid);
+        }
         self.metrics
             .connections_tracked
             .set(self.conns.len() as i64);

@@ -58,6 +58,8 @@ pub enum RunError {
     LoadTask,
     #[error("kubernetes: {0}")]
     Kubernetes(#[from] KubeError),
+    #[error(transparent)]
+    Node(#[from] crate::node::start::StartError),
 }
 
 pub async fn run(cfg: Config) -> Result<(), RunError> {
@@ -66,11 +68,22 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
 
+    let sched = Arc::new(crate::node::sched::SchedStats::default());
+    let mut node = crate::node::start::NodeRuntime::new(
+        &cfg.node,
+        cfg.connections.max_processes,
+        vec![sched.clone()],
+    )?;
     let mut listening = None;
     if let Some(addr) = cfg.metrics_address {
-        let (bound, serve) = crate::telemetry::server::bind(addr, metrics.clone(), health.clone())
-            .await
-            .map_err(|source| RunError::MetricsBind { addr, source })?;
+        let (bound, serve) = crate::telemetry::server::bind_with_node(
+            addr,
+            metrics.clone(),
+            health.clone(),
+            node.scraper.clone(),
+        )
+        .await
+        .map_err(|source| RunError::MetricsBind { addr, source })?;
         tracing::info!("serving /metrics, /healthz and /readyz on http://{bound}");
         listening = Some(bound);
         tokio::spawn(async move {
@@ -126,6 +139,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         max_connections: cfg.capture.max_connections,
         wakeup_records: cfg.capture.wakeup_records,
         selection,
+        runqueue_latency: cfg.node.runqueue_latency,
     };
     let mut capture = tokio::task::spawn_blocking(move || Capture::load(&load))
         .await
@@ -136,6 +150,10 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let ring = capture.take_ring()?;
     metrics.set_kernel_counters(capture.take_counters()?);
     let kernel_conns = capture.take_conns()?;
+    match capture.take_sched_stats() {
+        Ok(map) => sched.set(map),
+        Err(e) => tracing::warn!("kernel process statistics unavailable: {e}"),
+    }
     health.programs_attached.store(true, Ordering::Relaxed);
     tracing::info!(
         "agent ready: {} tracepoint programs attached, spans go to {destination}",
@@ -144,6 +162,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
 
     let (queue, rx) = SpanQueue::new(cfg.export.queue_size, metrics.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_export = node.spawn_export(stop_rx.clone());
     let exporter = tokio::spawn(run_exporter(
         rx,
         sink,
@@ -163,6 +182,9 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         let mut gate = gate::Gate::new(rules, Some(capture.take_proc_filter()?), &metrics.registry);
         gate.preload(&initial);
         pipeline = pipeline.with_selection(gate);
+    }
+    if let Some(traced) = &node.traced {
+        pipeline.set_traced(traced.clone());
     }
     let mut reader = RingReader::new(ring, cfg.capture.poll_interval).map_err(RunError::Ring)?;
     let mut tick = tokio::time::interval(TICK);
@@ -203,6 +225,9 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     // The perf events' teardown (a grace period) overlaps the flush.
     let teardown = tokio::task::spawn_blocking(move || drop(teardown));
     let _ = tokio::time::timeout(FLUSH_AT_SHUTDOWN + Duration::from_secs(1), exporter).await;
+    if let Some(task) = metrics_export {
+        let _ = tokio::time::timeout(FLUSH_AT_SHUTDOWN, task).await;
+    }
     let _ = teardown.await;
     tracing::info!("agent stopped");
     Ok(())

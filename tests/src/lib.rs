@@ -20,10 +20,13 @@
 //! - [`grpc`] — gRPC echo servers and clients on tonic and grpcio.
 //! - [`semconv`] — the span contract as reusable checks.
 //! - [`procs`] — /proc helpers (RSS, children, rlimits).
+//! - [`node_exporter`] — the real node_exporter, Prometheus and promtool;
+//!   expositions by family.
 
 pub mod agent;
 pub mod client;
 pub mod grpc;
+pub mod node_exporter;
 pub mod otlp;
 pub mod postgres;
 pub mod procs;

@@ -1,4 +1,5 @@
-//! Benchmarks with and without the agent, interleaved in one run.
+//! Benchmarks with and without the agent, interleaved in one run
+//! (`cargo xtask bench metrics` is in `bench_metrics.rs`).
 //!
 //! `cargo xtask bench postgres`: see `bench_postgres.rs`.
 //!
@@ -68,6 +69,23 @@ pub enum Which {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// The agent's /metrics against prometheus-node-exporter, same
+    /// collectors, interleaved; then the agent's idle CPU at a 15 s scrape
+    /// interval.
+    Metrics {
+        /// Interleaved rounds (each scrapes both).
+        #[arg(long, default_value_t = 20)]
+        rounds: u32,
+        /// Scrapes per exporter per round.
+        #[arg(long, default_value_t = 50)]
+        scrapes: u32,
+        /// Seconds of the idle measurement (0: skip).
+        #[arg(long, default_value_t = 120)]
+        idle_seconds: u32,
+        /// Where to write the markdown report.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// tonic echo server + tonic load client, unary gRPC over HTTP/2
     /// cleartext, fixed concurrency at maximum rate.
     Grpc {
@@ -83,6 +101,19 @@ pub enum Which {
         /// HTTP/2 connections they share.
         #[arg(long, default_value_t = 2)]
         connections: u32,
+        /// Where to write the markdown report.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Cost per context switch of the run-queue delay programs
+    /// (sched_switch/sched_wakeup), with `perf bench sched pipe`.
+    Sched {
+        /// Rounds (each runs bare, agent, agent with the programs).
+        #[arg(long, default_value_t = 9)]
+        rounds: u32,
+        /// Ping-pong operations per run.
+        #[arg(long, default_value_t = 200_000)]
+        loops: u32,
         /// Where to write the markdown report.
         #[arg(long)]
         output: Option<PathBuf>,
@@ -131,6 +162,19 @@ pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
             eprintln!("report written to {}", out.display());
             Ok(())
         }
+        Which::Metrics {
+            rounds,
+            scrapes,
+            idle_seconds,
+            output,
+        } => {
+            let report = crate::bench_metrics::run(agent, rounds, scrapes, idle_seconds)?;
+            println!("{report}");
+            let out = output.unwrap_or_else(|| root.join("target/bench-metrics.md"));
+            fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("report written to {}", out.display());
+            Ok(())
+        }
         Which::Grpc {
             rounds,
             duration,
@@ -148,6 +192,18 @@ pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
             let report = crate::bench_grpc::run(agent, &sink, &load, rounds)?;
             println!("{report}");
             let out = output.unwrap_or_else(|| root.join("target/bench-grpc.md"));
+            fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("report written to {}", out.display());
+            Ok(())
+        }
+        Which::Sched {
+            rounds,
+            loops,
+            output,
+        } => {
+            let report = crate::bench_sched::run(agent, rounds, loops)?;
+            println!("{report}");
+            let out = output.unwrap_or_else(|| root.join("target/bench-sched.md"));
             fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
             eprintln!("report written to {}", out.display());
             Ok(())

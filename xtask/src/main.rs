@@ -7,7 +7,9 @@
 
 mod bench;
 mod bench_grpc;
+mod bench_metrics;
 mod bench_postgres;
+mod bench_sched;
 mod setup;
 
 use std::{

@@ -29,6 +29,12 @@ const APT_PACKAGES: &[&str] = &[
     "podman",
     "runc",
     "python3-venv",
+    // The node-metrics tests compare with the real node_exporter and are
+    // scraped by a real Prometheus (promtool comes with it).
+    "prometheus-node-exporter",
+    "prometheus",
+    // `perf bench sched pipe` for `cargo xtask bench sched`.
+    "linux-perf",
 ];
 
 /// kubernetes-validate (PyPI): the Kubernetes schemas, offline.
@@ -149,6 +155,18 @@ fn apt_packages() -> Result<()> {
     if missing.contains(&"postgresql") {
         let _ = quiet(Command::new("systemctl").args(["stop", "postgresql"]));
         let _ = quiet(Command::new("service").args(["postgresql", "stop"]));
+    }
+    // The same for Prometheus (port 9090) and node_exporter (9100): the
+    // tests start their own on free loopback ports.
+    for (package, service) in [
+        ("prometheus", "prometheus"),
+        ("prometheus-node-exporter", "prometheus-node-exporter"),
+    ] {
+        if missing.contains(&package) {
+            let _ = quiet(Command::new("systemctl").args(["stop", service]));
+            let _ = quiet(Command::new("systemctl").args(["disable", service]));
+            let _ = quiet(Command::new("service").args([service, "stop"]));
+        }
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::{os::fd::AsFd as _, path::Path};
 use agent_common::{EndpointKey, KernelOffsets, MAX_CAPTURE_BYTES};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, RingBuf},
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
 
@@ -47,6 +47,10 @@ const LIFECYCLE: &[(&str, &str, &str)] = &[
     ("sys_enter_close", "syscalls", "sys_enter_close"),
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+    // Process lifecycle counts (agent-ebpf/src/sched.rs).
+    ("sched_fork_count", "sched", "sched_process_fork"),
+    ("sched_exec_count", "sched", "sched_process_exec"),
+    ("sched_exit_count", "sched", "sched_process_exit"),
 ];
 
 /// Load-time settings of the kernel side.
@@ -63,6 +67,9 @@ pub struct LoadOptions {
     pub wakeup_records: u64,
     /// Ports and processes the user chose not to trace.
     pub selection: KernelSelection,
+    /// Attach the run-queue delay programs (sched_switch/sched_wakeup; off
+    /// by default: see BENCHMARKS.md for their cost).
+    pub runqueue_latency: bool,
 }
 
 /// Fork and exec keep the excluded-process set right; attached only when
@@ -70,6 +77,13 @@ pub struct LoadOptions {
 const SELECTION_PROGRAMS: &[(&str, &str, &str)] = &[
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exec", "sched", "sched_process_exec"),
+];
+
+/// The run-queue delay programs: (program, tracepoint).
+const RUNQ: &[(&str, &str)] = &[
+    ("runq_wakeup", "sched_wakeup"),
+    ("runq_wakeup_new", "sched_wakeup_new"),
+    ("runq_switch", "sched_switch"),
 ];
 
 /// The loaded, attached programs and the maps userspace reads.
@@ -160,6 +174,21 @@ impl Capture {
         if by_process {
             for &(program, category, name) in SELECTION_PROGRAMS {
                 links.push(attach(&mut ebpf, program, category, name)?);
+            }
+        }
+        if opts.runqueue_latency {
+            for (field, off, size) in [
+                ("prev_pid", 24, 4),
+                ("prev_state", 32, 8),
+                ("next_pid", 56, 4),
+            ] {
+                tracefs::expect_field(&tracefs, "sched", "sched_switch", field, off, size)?;
+            }
+            for tp in ["sched_wakeup", "sched_wakeup_new"] {
+                tracefs::expect_field(&tracefs, "sched", tp, "pid", 24, 4)?;
+            }
+            for &(program, name) in RUNQ {
+                links.push(attach(&mut ebpf, program, "sched", name)?);
             }
         }
         log_offsets(&offsets);
@@ -293,6 +322,18 @@ impl Capture {
         }
         map.insert(key, 1, 0).map_err(|source| BpfError::Map {
             name: "AGENT_ENDPOINTS",
+            source: Box::new(source),
+        })
+    }
+
+    /// The fork/exec/exit counts (taken once).
+    pub fn take_sched_stats(&mut self) -> Result<PerCpuArray<MapData, u64>, BpfError> {
+        let map = self
+            .ebpf
+            .take_map("SCHED_STATS")
+            .ok_or(BpfError::MissingMap("SCHED_STATS"))?;
+        PerCpuArray::try_from(map).map_err(|source| BpfError::Map {
+            name: "SCHED_STATS",
             source: Box::new(source),
         })
     }

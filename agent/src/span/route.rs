@@ -46,9 +46,9 @@ pub fn template(path: &str) -> String {
         out.push('/');
         out.push_str(text);
     }
-    if out.is_empty() {
-        out.push('/');
-    } else if trailing_slash && !out.ends_with('}') {
+    // An empty result is the root; a kept trailing slash stays (a folded
+    // last segment drops it: `/users/1234/` is `/users/{id}`).
+    if out.is_empty() || (trailing_slash && !out.ends_with('}')) {
         out.push('/');
     }
     out

@@ -13,6 +13,7 @@ use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, rou
 use tokio::net::TcpListener;
 
 use super::Metrics;
+use crate::node::scrape::NodeScraper;
 
 /// Readiness facts, set by the parts that establish them.
 #[derive(Debug, Default)]
@@ -32,6 +33,7 @@ impl Health {
 struct AppState {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    node: Option<Arc<NodeScraper>>,
 }
 
 /// Binds `addr` now (so a busy port is a startup error) and returns the
@@ -41,20 +43,43 @@ pub async fn bind(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
+    bind_with_node(addr, metrics, health, None).await
+}
+
+/// [`bind`], with the node collectors' metrics on the same page.
+pub async fn bind_with_node(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    node: Option<Arc<NodeScraper>>,
+) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(AppState { metrics, health });
+        .with_state(AppState {
+            metrics,
+            health,
+            node,
+        });
     Ok((local, async move { axum::serve(listener, app).await }))
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+    let own = s.metrics.render();
+    let body = match s.node {
+        // procfs reads take microseconds and statfs of network mounts has
+        // its own worker and timeout: the page is written on this worker
+        // (a hand-off to the blocking pool costs more than the page on a
+        // busy machine), telling the runtime to move its other tasks away.
+        Some(node) => tokio::task::block_in_place(|| node.render(&own)),
+        None => own,
+    };
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        s.metrics.render(),
+        body,
     )
 }
 
