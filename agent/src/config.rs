@@ -299,6 +299,45 @@ pub struct Flags {
     /// Pods of this node kept in memory (`kubernetes.max_pods`).
     #[arg(long, env = "AGENT_KUBERNETES_MAX_PODS", global = true)]
     pub kubernetes_max_pods: Option<usize>,
+    /// Same-host stitching and in-process nesting of spans into traces
+    /// (`correlation.enabled`).
+    #[arg(long, env = "AGENT_CORRELATION", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub correlation: Option<bool>,
+    /// How long a server span waits for the client span of its peer on
+    /// this host (`correlation.stitch_timeout`).
+    #[arg(long, env = "AGENT_CORRELATION_STITCH_TIMEOUT", value_parser = parse_duration, global = true)]
+    pub correlation_stitch_timeout: Option<Duration>,
+    /// How long a client span waits for the server request enclosing it
+    /// (`correlation.hold_timeout`).
+    #[arg(long, env = "AGENT_CORRELATION_HOLD_TIMEOUT", value_parser = parse_duration, global = true)]
+    pub correlation_hold_timeout: Option<Duration>,
+    /// Spans held at once waiting for their parent
+    /// (`correlation.max_held_spans`).
+    #[arg(long, env = "AGENT_CORRELATION_MAX_HELD_SPANS", global = true)]
+    pub correlation_max_held_spans: Option<usize>,
+    /// Fraction of traces kept among those the other rules do not keep,
+    /// 0..=1 (`sampling.ratio`).
+    #[arg(long, env = "AGENT_SAMPLING_RATIO", global = true)]
+    pub sampling_ratio: Option<f64>,
+    /// Keep every trace with an error span (`sampling.keep_errors`).
+    #[arg(long, env = "AGENT_SAMPLING_KEEP_ERRORS", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub sampling_keep_errors: Option<bool>,
+    /// Keep every trace at least this long, `0s` for none
+    /// (`sampling.slow_threshold`).
+    #[arg(long, env = "AGENT_SAMPLING_SLOW_THRESHOLD", value_parser = parse_duration, global = true)]
+    pub sampling_slow_threshold: Option<Duration>,
+    /// A trace joined from an incoming traceparent follows its sampled flag
+    /// (`sampling.parent_based`).
+    #[arg(long, env = "AGENT_SAMPLING_PARENT_BASED", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub sampling_parent_based: Option<bool>,
+    /// Series per RED metric; beyond, an overflow series
+    /// (`metrics.max_series_per_metric`).
+    #[arg(long, env = "AGENT_METRICS_MAX_SERIES_PER_METRIC", global = true)]
+    pub metrics_max_series_per_metric: Option<usize>,
+    /// `http.route` templates per service; beyond, `/{overflow}`
+    /// (`metrics.max_routes_per_service`).
+    #[arg(long, env = "AGENT_METRICS_MAX_ROUTES_PER_SERVICE", global = true)]
+    pub metrics_max_routes_per_service: Option<usize>,
     #[command(flatten)]
     pub node: crate::node::config::NodeFlags,
 }
@@ -398,6 +437,29 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub selection: FileSelection,
     pub kubernetes: FileKubernetes,
+    pub correlation: FileCorrelation,
+    pub sampling: FileSampling,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileCorrelation {
+    pub enabled: Option<bool>,
+    #[serde(with = "humantime_opt")]
+    pub stitch_timeout: Option<Duration>,
+    #[serde(with = "humantime_opt")]
+    pub hold_timeout: Option<Duration>,
+    pub max_held_spans: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSampling {
+    pub ratio: Option<f64>,
+    pub keep_errors: Option<bool>,
+    #[serde(with = "humantime_opt")]
+    pub slow_threshold: Option<Duration>,
+    pub parent_based: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -527,6 +589,8 @@ pub struct FileOtlp {
 #[serde(deny_unknown_fields, default)]
 pub struct FileMetrics {
     pub address: Option<String>,
+    pub max_series_per_metric: Option<usize>,
+    pub max_routes_per_service: Option<usize>,
 }
 
 mod humantime_opt {
@@ -561,6 +625,61 @@ pub struct Config {
     pub log_level: String,
     pub selection: SelectionConfig,
     pub kubernetes: KubernetesConfig,
+    pub correlation: CorrelationSettings,
+    pub sampling: SamplingSettings,
+    /// RED metrics' cardinality bounds (`metrics.*` beside the address).
+    pub metrics: MetricsLimits,
+}
+
+/// `correlation:`: stitching and nesting spans into traces.
+#[derive(Debug, Clone, Serialize)]
+pub struct CorrelationSettings {
+    pub enabled: bool,
+    #[serde(serialize_with = "humantime_opt::serialize")]
+    pub stitch_timeout: Duration,
+    #[serde(serialize_with = "humantime_opt::serialize")]
+    pub hold_timeout: Duration,
+    pub max_held_spans: usize,
+}
+
+impl CorrelationSettings {
+    pub fn settings(&self) -> crate::correlate::CorrelationConfig {
+        crate::correlate::CorrelationConfig {
+            enabled: self.enabled,
+            stitch_timeout: self.stitch_timeout,
+            hold_timeout: self.hold_timeout,
+            max_held_spans: self.max_held_spans,
+        }
+    }
+}
+
+/// `sampling:`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SamplingSettings {
+    pub ratio: f64,
+    pub keep_errors: bool,
+    /// Zero: no latency rule.
+    #[serde(serialize_with = "humantime_opt::serialize")]
+    pub slow_threshold: Duration,
+    pub parent_based: bool,
+}
+
+impl SamplingSettings {
+    pub fn settings(&self) -> crate::correlate::sample::SamplingConfig {
+        crate::correlate::sample::SamplingConfig {
+            ratio: self.ratio,
+            keep_errors: self.keep_errors,
+            slow_threshold_ns: (!self.slow_threshold.is_zero())
+                .then_some(self.slow_threshold.as_nanos() as u64),
+            parent_based: self.parent_based,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsLimits {
+    pub max_series_per_metric: usize,
+    pub max_routes_per_service: usize,
 }
 
 /// What to trace: a connection is traced when it matches every non-empty
@@ -1092,6 +1211,79 @@ impl Config {
         )?;
         let export = resolve_export(flags, file.export, env)?;
 
+        let correlation = CorrelationSettings {
+            enabled: flags
+                .correlation
+                .or(file.correlation.enabled)
+                .unwrap_or(true),
+            stitch_timeout: flags
+                .correlation_stitch_timeout
+                .or(file.correlation.stitch_timeout)
+                .unwrap_or(Duration::from_secs(2)),
+            hold_timeout: flags
+                .correlation_hold_timeout
+                .or(file.correlation.hold_timeout)
+                .unwrap_or(Duration::from_secs(5)),
+            max_held_spans: flags
+                .correlation_max_held_spans
+                .or(file.correlation.max_held_spans)
+                .unwrap_or(65_536),
+        };
+        for (key, d) in [
+            ("correlation.stitch_timeout", correlation.stitch_timeout),
+            ("correlation.hold_timeout", correlation.hold_timeout),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(600) {
+                return Err(invalid(key, "must be in (0, 10m]"));
+            }
+        }
+        if !(1..=1 << 22).contains(&correlation.max_held_spans) {
+            return Err(invalid("correlation.max_held_spans", "must be 1..=4194304"));
+        }
+        let sampling = SamplingSettings {
+            ratio: flags.sampling_ratio.or(file.sampling.ratio).unwrap_or(1.0),
+            keep_errors: flags
+                .sampling_keep_errors
+                .or(file.sampling.keep_errors)
+                .unwrap_or(true),
+            slow_threshold: flags
+                .sampling_slow_threshold
+                .or(file.sampling.slow_threshold)
+                .unwrap_or(Duration::from_secs(1)),
+            parent_based: flags
+                .sampling_parent_based
+                .or(file.sampling.parent_based)
+                .unwrap_or(true),
+        };
+        if !(0.0..=1.0).contains(&sampling.ratio) {
+            return Err(invalid(
+                "sampling.ratio",
+                format!("must be 0..=1, got {}", sampling.ratio),
+            ));
+        }
+        let metrics = MetricsLimits {
+            max_series_per_metric: flags
+                .metrics_max_series_per_metric
+                .or(file.metrics.max_series_per_metric)
+                .unwrap_or(10_000),
+            max_routes_per_service: flags
+                .metrics_max_routes_per_service
+                .or(file.metrics.max_routes_per_service)
+                .unwrap_or(200),
+        };
+        if !(1..=1_000_000).contains(&metrics.max_series_per_metric) {
+            return Err(invalid(
+                "metrics.max_series_per_metric",
+                "must be 1..=1000000",
+            ));
+        }
+        if !(1..=100_000).contains(&metrics.max_routes_per_service) {
+            return Err(invalid(
+                "metrics.max_routes_per_service",
+                "must be 1..=100000",
+            ));
+        }
+
         let metrics_address = match flags
             .metrics_address
             .clone()
@@ -1129,6 +1321,9 @@ impl Config {
             selection,
             kubernetes,
             node,
+            correlation,
+            sampling,
+            metrics,
             log_level: flags
                 .log_level
                 .clone()
@@ -1721,6 +1916,48 @@ mod tests {
     /// the flag exists with that variable, that the README documents the
     /// key, and that no key of the effective configuration is missing here.
     const KEYS: &[(&str, &str, &str)] = &[
+        ("correlation.enabled", "correlation", "AGENT_CORRELATION"),
+        (
+            "correlation.stitch_timeout",
+            "correlation-stitch-timeout",
+            "AGENT_CORRELATION_STITCH_TIMEOUT",
+        ),
+        (
+            "correlation.hold_timeout",
+            "correlation-hold-timeout",
+            "AGENT_CORRELATION_HOLD_TIMEOUT",
+        ),
+        (
+            "correlation.max_held_spans",
+            "correlation-max-held-spans",
+            "AGENT_CORRELATION_MAX_HELD_SPANS",
+        ),
+        ("sampling.ratio", "sampling-ratio", "AGENT_SAMPLING_RATIO"),
+        (
+            "sampling.keep_errors",
+            "sampling-keep-errors",
+            "AGENT_SAMPLING_KEEP_ERRORS",
+        ),
+        (
+            "sampling.slow_threshold",
+            "sampling-slow-threshold",
+            "AGENT_SAMPLING_SLOW_THRESHOLD",
+        ),
+        (
+            "sampling.parent_based",
+            "sampling-parent-based",
+            "AGENT_SAMPLING_PARENT_BASED",
+        ),
+        (
+            "metrics.max_series_per_metric",
+            "metrics-max-series-per-metric",
+            "AGENT_METRICS_MAX_SERIES_PER_METRIC",
+        ),
+        (
+            "metrics.max_routes_per_service",
+            "metrics-max-routes-per-service",
+            "AGENT_METRICS_MAX_ROUTES_PER_SERVICE",
+        ),
         (
             "capture.capture_bytes",
             "capture-bytes",

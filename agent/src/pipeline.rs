@@ -17,10 +17,12 @@ use crate::{
     clock::{Clock, monotonic_ns},
     config::Config,
     conn::{Conn, ConnTable, own_sockets::OwnSockets},
+    correlate::Correlator,
     export::SpanQueue,
     protocol::{
         ConnContext, DataIn, Emit, EventTimes, Next, ProtocolConfig, new_session, switch_session,
     },
+    red::{RedLimits, RedRecorder, RedShared},
     resource::{ProcessSnapshot, ResourceCache},
     selection::{Verdict, gate::Gate},
     span::{SpanKind, redact::Redactor},
@@ -47,7 +49,9 @@ pub struct Pipeline {
     protocols: ProtocolConfig,
     request_timeout_ns: u64,
     idle_timeout_ns: u64,
-    queue: SpanQueue,
+    /// RED metrics, correlation, sampling, then the export queue.
+    corr: Correlator,
+    red_limits: RedLimits,
     metrics: Arc<Metrics>,
     last_sweep_ns: u64,
     clock_refreshed_ns: u64,
@@ -67,6 +71,17 @@ impl Pipeline {
         queue: SpanQueue,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let red_limits = RedLimits {
+            max_series: cfg.metrics.max_series_per_metric,
+            max_routes: cfg.metrics.max_routes_per_service,
+        };
+        let corr = Correlator::new(
+            cfg.correlation.settings(),
+            cfg.sampling.settings(),
+            RedRecorder::new(RedShared::new(), red_limits),
+            queue,
+            &metrics.registry,
+        );
         Self {
             conns: ConnTable::new(cfg.connections.max_tracked),
             resources,
@@ -77,7 +92,8 @@ impl Pipeline {
             protocols: ProtocolConfig::from_config(cfg),
             request_timeout_ns: cfg.http.request_timeout.as_nanos() as u64,
             idle_timeout_ns: cfg.connections.idle_timeout.as_nanos() as u64,
-            queue,
+            corr,
+            red_limits,
             metrics,
             last_sweep_ns: monotonic_ns(),
             clock_refreshed_ns: monotonic_ns(),
@@ -91,6 +107,18 @@ impl Pipeline {
     pub fn with_selection(mut self, gate: Gate) -> Self {
         self.gate = Some(gate);
         self
+    }
+
+    /// Records RED metrics into `shared` (read by `/metrics` and the OTLP
+    /// metrics export).
+    pub fn with_red(mut self, shared: Arc<RedShared>) -> Self {
+        self.corr.red = RedRecorder::new(shared, self.red_limits);
+        self
+    }
+
+    /// The RED metrics' registry.
+    pub fn red(&self) -> &Arc<RedShared> {
+        self.corr.red.shared()
     }
 
     /// Registers the processes of traced connections (for process metrics).
@@ -190,10 +218,13 @@ impl Pipeline {
             session: None,
             last_ns: open.ts_ns,
         };
+        let (netns, local, remote) = (conn.netns, conn.local, conn.remote);
         match self.conns.insert(open.tgid, open.sk, conn) {
             Ok(replaced) => {
                 self.metrics.connections_opened.inc();
+                self.corr.conn_opened(netns, local, remote);
                 if let Some(old) = replaced {
+                    self.corr.conn_closed(old.netns, old.local, old.remote);
                     // The same socket announced again (the kernel forgot
                     // it): finish what the old state had.
                     self.finish_conn(old, open.ts_ns);
@@ -229,7 +260,7 @@ impl Pipeline {
                     .parse_errors
                     .with_label_values(&[protocol.name(), "connection", "unsupported_protocol"])
                     .inc();
-                self.conns.remove(d.tgid, d.sk);
+                self.remove_conn(d.tgid, d.sk);
                 self.ignore_in_kernel(d.tgid, fd, d.sk, "unsupported_protocol");
                 return;
             };
@@ -254,8 +285,9 @@ impl Pipeline {
             conn,
             &self.redactor,
             &self.clock,
-            &mut self.queue,
+            &mut self.corr,
             &self.metrics,
+            write_tid(&data),
             |s, emit| s.on_data(&data, emit),
         );
         match next {
@@ -281,8 +313,9 @@ impl Pipeline {
                         conn,
                         &self.redactor,
                         &self.clock,
-                        &mut self.queue,
+                        &mut self.corr,
                         &self.metrics,
+                        write_tid(&rest),
                         |s, emit| s.on_data(&rest, emit),
                     )
                 };
@@ -290,13 +323,13 @@ impl Pipeline {
                     Some(Next::Continue) => {}
                     Some(Next::Ignore(reason)) => {
                         let fd = conn.fd;
-                        self.conns.remove(d.tgid, d.sk);
+                        self.remove_conn(d.tgid, d.sk);
                         self.ignore_in_kernel(d.tgid, fd, d.sk, reason);
                     }
                     // No session (unsupported), or a second switch at once.
                     None | Some(Next::Switch(_)) => {
                         let fd = conn.fd;
-                        self.conns.remove(d.tgid, d.sk);
+                        self.remove_conn(d.tgid, d.sk);
                         self.ignore_in_kernel(d.tgid, fd, d.sk, "unsupported_protocol");
                     }
                 }
@@ -305,7 +338,7 @@ impl Pipeline {
                 // Upgraded (WebSocket), tunnelled or encrypted streams: stop
                 // the kernel sending them.
                 let fd = conn.fd;
-                self.conns.remove(d.tgid, d.sk);
+                self.remove_conn(d.tgid, d.sk);
                 self.ignore_in_kernel(d.tgid, fd, d.sk, reason);
             }
         }
@@ -314,9 +347,16 @@ impl Pipeline {
             .set(self.conns.len() as i64);
     }
 
+    /// Removes a connection from the table (and the correlator's index).
+    fn remove_conn(&mut self, tgid: u32, sk: u64) -> Option<Conn> {
+        let conn = self.conns.remove(tgid, sk)?;
+        self.corr.conn_closed(conn.netns, conn.local, conn.remote);
+        Some(conn)
+    }
+
     fn on_close(&mut self, c: &ConnClose) {
         self.recently_ignored.remove(&(c.tgid, c.sk));
-        if let Some(conn) = self.conns.remove(c.tgid, c.sk) {
+        if let Some(conn) = self.remove_conn(c.tgid, c.sk) {
             self.finish_conn(conn, c.ts_ns);
         }
         self.metrics
@@ -329,9 +369,13 @@ impl Pipeline {
         if let Some(gate) = self.gate.as_mut() {
             gate.forget(p.tgid);
         }
+        let mut resource_key = None;
         for (_, conn) in self.conns.remove_process(p.tgid) {
+            self.corr.conn_closed(conn.netns, conn.local, conn.remote);
+            resource_key = Some(conn.resource.key);
             self.finish_conn(conn, p.ts_ns);
         }
+        self.corr.process_exited(p.tgid, resource_key);
         self.resources.remove(p.tgid);
         if let Some(traced) = &self.traced {
             traced.remove(p.tgid);
@@ -350,12 +394,13 @@ impl Pipeline {
         let timeout = self.request_timeout_ns;
         let idle = self.idle_timeout_ns;
         let mut forget: Vec<(u32, i32, u64)> = Vec::new();
-        let (redactor, clock, queue, metrics) =
-            (&self.redactor, &self.clock, &mut self.queue, &self.metrics);
+        let (redactor, clock, corr, metrics) =
+            (&self.redactor, &self.clock, &mut self.corr, &self.metrics);
+        let mut gone = Vec::new();
         self.conns.retain(
             |tgid, sk, conn| {
                 let idle_for = now.saturating_sub(conn.last_ns);
-                with_session(conn, redactor, clock, queue, metrics, |s, emit| {
+                with_session(conn, redactor, clock, corr, metrics, None, |s, emit| {
                     s.expire(now, timeout, emit);
                 });
                 let quiet = conn.session.as_ref().is_none_or(|s| s.is_idle());
@@ -365,8 +410,12 @@ impl Pipeline {
                 }
                 keep
             },
-            |_, _, _| {},
+            |_, _, conn| gone.push((conn.netns, conn.local, conn.remote)),
         );
+        for (netns, local, remote) in gone {
+            self.corr.conn_closed(netns, local, remote);
+        }
+        self.corr.expire(now);
         for (tgid, fd, sk) in forget {
             // The kernel re-announces the connection if it talks again.
             if let Some(map) = self.kernel_conns.as_mut() {
@@ -401,8 +450,9 @@ impl Pipeline {
             &mut conn,
             &self.redactor,
             &self.clock,
-            &mut self.queue,
+            &mut self.corr,
             &self.metrics,
+            None,
             |s, emit| s.close(now_ns, emit),
         );
     }
@@ -424,7 +474,11 @@ impl Pipeline {
     /// Hands the spans produced so far to the exporter (call after each
     /// batch of records).
     pub fn flush(&mut self) {
-        self.queue.flush();
+        let conns = &self.conns;
+        self.corr
+            .place_held(&|tgid| conns.oldest_pending_server_start(tgid));
+        self.corr.release_ready();
+        self.corr.flush_queue();
     }
 
     /// Ends every session (shutdown) and emits what they complete.
@@ -434,9 +488,20 @@ impl Pipeline {
         self.conns
             .retain(|_, _, _| false, |tgid, sk, conn| all.push((tgid, sk, conn)));
         for (_, _, conn) in all {
+            self.corr.conn_closed(conn.netns, conn.local, conn.remote);
             self.finish_conn(conn, now);
         }
+        let conns = &self.conns;
+        self.corr
+            .place_held(&|tgid| conns.oldest_pending_server_start(tgid));
+        self.corr.release_all();
     }
+}
+
+/// The thread of a write syscall (the spans it completes were answered by
+/// it).
+fn write_tid(d: &DataIn<'_>) -> Option<u32> {
+    (d.direction == agent_common::Direction::Egress).then_some(d.times.tid)
 }
 
 fn conn_kind(role: Role) -> SpanKind {
@@ -452,8 +517,9 @@ fn with_session<R>(
     conn: &mut Conn,
     redactor: &Redactor,
     clock: &Clock,
-    queue: &mut SpanQueue,
+    corr: &mut Correlator,
     metrics: &Metrics,
+    write_tid: Option<u32>,
     f: impl FnOnce(&mut dyn crate::protocol::Session, &mut Emit<'_>) -> R,
 ) -> Option<R> {
     let session = conn.session.as_mut()?;
@@ -466,7 +532,15 @@ fn with_session<R>(
         remote_ip: &conn.remote_ip,
         resource: &conn.resource,
     };
-    let mut emit = Emit::new(conn.protocol, ctx, redactor, clock, metrics, queue);
+    let mut emit = Emit::new(
+        conn.protocol,
+        ctx,
+        redactor,
+        clock,
+        metrics,
+        corr,
+        write_tid,
+    );
     Some(f(session.as_mut(), &mut emit))
 }
 

@@ -238,7 +238,7 @@ fn server_connection_gives_server_spans() {
     );
     let span = h.one_span();
     assert_eq!(span.kind, SpanKind::Server);
-    assert_eq!(span.name, "GET");
+    assert_eq!(span.name, "GET /search");
     assert_eq!(span.status, SpanStatus::Unset);
     assert_eq!(
         attrs(&span),
@@ -256,6 +256,7 @@ fn server_connection_gives_server_spans() {
             ("client.address", "10.1.2.3"),
             ("client.port", "51234"),
             ("http.response.status_code", "200"),
+            ("http.route", "/search"),
         ])
     );
     assert_eq!(span.attr("server.port"), Some(&Value::I64(8443)));
@@ -290,7 +291,7 @@ fn server_connection_gives_server_spans() {
     let resp = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
     h.data(pid, 1, 12, Direction::Egress, resp, t + 12_000, t + 13_000);
     let span = h.one_span();
-    assert_eq!(span.name, "POST");
+    assert_eq!(span.name, "POST /fail");
     assert!(matches!(span.status, SpanStatus::Error { .. }));
     let a = attrs(&span);
     assert_eq!(a["error.type"], "503");
@@ -496,7 +497,7 @@ fn close_mid_request_ends_it() {
     h.data(pid, 1, 5, Direction::Ingress, req, t + 10, t + 20);
     h.close(pid, 1, t + 520);
     let span = h.one_span();
-    assert_eq!(span.name, "POST");
+    assert_eq!(span.name, "POST /upload");
     assert_eq!(attrs(&span)["error.type"], "connection_closed");
     assert_eq!(span.end_unix_ns - span.start_unix_ns, 500);
     assert_eq!(
@@ -781,7 +782,7 @@ fn h2c_upgrade_gives_the_upgraded_request_its_span() {
     );
     let span = h.one_span();
     let a = attrs(&span);
-    assert_eq!(span.name, "GET");
+    assert_eq!(span.name, "GET /index.html");
     assert_eq!(a["url.path"], "/index.html");
     assert_eq!(a["http.response.status_code"], "200");
     assert_eq!(a["network.protocol.version"], "2");
@@ -813,7 +814,8 @@ fn h2c_upgrade_gives_the_upgraded_request_its_span() {
     let a = attrs(&span);
     assert_eq!(a["url.path"], "/");
     assert_eq!(a["http.response.status_code"], "404");
-    assert_eq!(span.correlation.seq, 1);
+    // HTTP/2: the stream id, the same at both ends.
+    assert_eq!(span.correlation.seq, 3);
     assert_eq!(
         h.metric(r#"agent_exchanges_total{protocol="http2",outcome="complete"}"#),
         2
@@ -855,7 +857,11 @@ fn h2c_upgrade_real_capture_whole_and_split() {
     for role in [Role::Server, Role::Client] {
         let whole = run(role, None);
         let a = attrs(&whole);
-        assert_eq!(whole.name, "GET");
+        let name = match role {
+            Role::Server => "GET /index.html",
+            _ => "GET",
+        };
+        assert_eq!(whole.name, name);
         assert_eq!(a["http.response.status_code"], "200");
         assert_eq!(a["network.protocol.version"], "2");
         assert_eq!(a["user_agent.original"], "fixture-curl/1.0");

@@ -69,10 +69,12 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
 
     let sched = Arc::new(crate::node::sched::SchedStats::default());
+    let red = crate::red::RedShared::new();
     let mut node = crate::node::start::NodeRuntime::new(
         &cfg.node,
         cfg.connections.max_processes,
         vec![sched.clone()],
+        Some(red.clone()),
     )?;
     let mut listening = None;
     if let Some(addr) = cfg.metrics_address {
@@ -81,6 +83,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             metrics.clone(),
             health.clone(),
             node.scraper.clone(),
+            vec![red.clone()],
         )
         .await
         .map_err(|source| RunError::MetricsBind { addr, source })?;
@@ -177,7 +180,8 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     if let Some(store) = pods {
         resources = resources.with_pods(store);
     }
-    let mut pipeline = Pipeline::new(&cfg, resources, Some(kernel_conns), queue, metrics.clone());
+    let mut pipeline =
+        Pipeline::new(&cfg, resources, Some(kernel_conns), queue, metrics.clone()).with_red(red);
     if let Some(rules) = rules {
         let mut gate = gate::Gate::new(rules, Some(capture.take_proc_filter()?), &metrics.registry);
         gate.preload(&initial);
@@ -219,7 +223,8 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     );
     // What the kernel wrote before detaching is still worth exporting.
     while reader.drain(|bytes| pipeline.on_bytes(bytes)) == DRAIN_BATCH {}
-    pipeline.flush();
+    // Spans held for their parents go out as they are.
+    pipeline.close_all();
     drop(pipeline);
     let _ = stop_tx.send(true);
     // The perf events' teardown (a grace period) overlaps the flush.

@@ -100,6 +100,17 @@ impl ConnTable {
         Some(conn)
     }
 
+    /// Start of the oldest server request still in flight in the process
+    /// (over its server connections).
+    pub fn oldest_pending_server_start(&self, tgid: u32) -> Option<u64> {
+        self.by_tgid
+            .get(&tgid)?
+            .values()
+            .filter(|c| c.role == Role::Server)
+            .filter_map(|c| c.session.as_ref()?.oldest_pending_start())
+            .min()
+    }
+
     /// Removes every connection of a process.
     pub fn remove_process(&mut self, tgid: u32) -> Vec<(u64, Conn)> {
         let conns: Vec<(u64, Conn)> = self

@@ -220,7 +220,21 @@ fn scope() -> InstrumentationScope {
     }
 }
 
-fn resource_metrics(attributes: Vec<KeyValue>, batch: OtelBatch) -> ResourceMetrics {
+/// Data points of a metric.
+fn metric_points(m: &opentelemetry_proto::tonic::metrics::v1::Metric) -> u64 {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    match &m.data {
+        Some(Data::Histogram(h)) => h.data_points.len() as u64,
+        Some(Data::Sum(s)) => s.data_points.len() as u64,
+        Some(Data::Gauge(g)) => g.data_points.len() as u64,
+        _ => 0,
+    }
+}
+
+fn resource_metrics(
+    attributes: Vec<KeyValue>,
+    metrics: Vec<opentelemetry_proto::tonic::metrics::v1::Metric>,
+) -> ResourceMetrics {
     ResourceMetrics {
         resource: Some(Resource {
             attributes,
@@ -229,7 +243,7 @@ fn resource_metrics(attributes: Vec<KeyValue>, batch: OtelBatch) -> ResourceMetr
         }),
         scope_metrics: vec![ScopeMetrics {
             scope: Some(scope()),
-            metrics: batch.into_metrics(),
+            metrics,
             schema_url: String::new(),
         }],
         schema_url: String::new(),
@@ -243,6 +257,9 @@ pub struct Sources {
     /// The host resource (`host.*`, `os.*`, the agent as distribution).
     pub host: Vec<opentelemetry::KeyValue>,
     pub proc_root: std::path::PathBuf,
+    /// RED metrics (on each process's resource) and the service graph (on
+    /// the host's).
+    pub red: Option<Arc<crate::red::RedShared>>,
 }
 
 /// Collects everything into one request (blocking: reads files).
@@ -256,14 +273,23 @@ pub fn collect(sources: &Sources) -> (ExportMetricsServiceRequest, u64) {
         .collect();
     let mut resource_metrics_list = Vec::new();
     let mut points = 0;
+    let mut host_metrics = Vec::new();
     if let Some(node) = &sources.node {
         let mut batch = OtelBatch::new(boot, now);
         node.otel(&mut batch);
         points += batch.points() as u64;
-        if !batch.is_empty() {
-            resource_metrics_list.push(resource_metrics(host, batch));
-        }
+        host_metrics = batch.into_metrics();
     }
+    if let Some(red) = &sources.red {
+        let graph = red.graph_otlp(now);
+        points += graph.iter().map(metric_points).sum::<u64>();
+        host_metrics.extend(graph);
+    }
+    if !host_metrics.is_empty() {
+        resource_metrics_list.push(resource_metrics(host, host_metrics));
+    }
+    // One ResourceMetrics per process: its process.* and RED metrics.
+    let mut by_process: std::collections::HashMap<u64, usize> = Default::default();
     if let Some(p) = &sources.processes {
         let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
         for (resource, batch) in p.collect(boot, now) {
@@ -273,7 +299,26 @@ pub fn collect(sources: &Sources) -> (ExportMetricsServiceRequest, u64) {
                 .iter()
                 .map(|(k, v)| from_sdk(k, v))
                 .collect();
-            resource_metrics_list.push(resource_metrics(attrs, batch));
+            by_process.insert(resource.key, resource_metrics_list.len());
+            resource_metrics_list.push(resource_metrics(attrs, batch.into_metrics()));
+        }
+    }
+    if let Some(red) = &sources.red {
+        for (resource, metrics) in red.otlp(now) {
+            points += metrics.iter().map(metric_points).sum::<u64>();
+            match by_process.get(&resource.key) {
+                Some(&i) => resource_metrics_list[i].scope_metrics[0]
+                    .metrics
+                    .extend(metrics),
+                None => {
+                    let attrs = resource
+                        .resource
+                        .iter()
+                        .map(|(k, v)| from_sdk(k, v))
+                        .collect();
+                    resource_metrics_list.push(resource_metrics(attrs, metrics));
+                }
+            }
         }
     }
     (

@@ -60,6 +60,7 @@ impl NodeRuntime {
         cfg: &NodeConfig,
         max_processes: usize,
         extra: Vec<Arc<dyn ExtraFamilies>>,
+        red: Option<Arc<crate::red::RedShared>>,
     ) -> Result<Self, StartError> {
         let stats = Arc::new(ExportStats::default());
         let scraper = if cfg.collectors.is_empty() {
@@ -102,6 +103,7 @@ impl NodeRuntime {
                 .map(|t| Mutex::new(ProcessMetrics::new(t, cfg.proc.clone()))),
             host: host_resource(&cfg.root),
             proc_root: cfg.proc.clone(),
+            red,
         });
         Ok(Self {
             scraper,

@@ -20,7 +20,7 @@ use agent_common::{Direction, Protocol};
 use crate::{
     clock::Clock,
     config::Config,
-    export::SpanQueue,
+    correlate::Correlator,
     resource::ProcessResource,
     span::{SpanKind, SpanRecord, redact::Redactor},
     telemetry::Metrics,
@@ -110,7 +110,10 @@ pub struct Emit<'a> {
     pub redactor: &'a Redactor,
     pub clock: &'a Clock,
     pub metrics: &'a Metrics,
-    queue: &'a mut SpanQueue,
+    sink: &'a mut Correlator,
+    /// The thread of the write syscall being fed, if it is one (the thread
+    /// that answered, for the spans it completes).
+    pub write_tid: Option<u32>,
 }
 
 impl<'a> Emit<'a> {
@@ -120,7 +123,8 @@ impl<'a> Emit<'a> {
         redactor: &'a Redactor,
         clock: &'a Clock,
         metrics: &'a Metrics,
-        queue: &'a mut SpanQueue,
+        sink: &'a mut Correlator,
+        write_tid: Option<u32>,
     ) -> Self {
         Self {
             protocol,
@@ -128,14 +132,15 @@ impl<'a> Emit<'a> {
             redactor,
             clock,
             metrics,
-            queue,
+            sink,
+            write_tid,
         }
     }
 
     /// Hands over the span of one exchange and counts how it ended.
     pub fn span(&mut self, span: SpanRecord, outcome: Outcome) {
         self.metrics.exchange(self.protocol, outcome);
-        self.queue.push(span);
+        self.sink.accept(span, self.write_tid);
     }
 
     /// Counts a parse failure (`agent_parse_errors_total`) of this
@@ -187,6 +192,14 @@ pub trait Session: Send {
     fn close(&mut self, now_ns: u64, emit: &mut Emit<'_>);
     /// No exchange in progress (the connection may be forgotten when idle).
     fn is_idle(&self) -> bool;
+    /// Kernel monotonic start of the oldest exchange still awaiting its end
+    /// (a server request not yet answered), for in-process nesting: a
+    /// client call cannot be given a parent while a server request that
+    /// may enclose it is in flight. Every protocol implements it; `None`:
+    /// nothing in flight.
+    fn oldest_pending_start(&self) -> Option<u64> {
+        None
+    }
     /// After [`Next::Switch`]: the state the next protocol's session needs.
     fn take_handover(&mut self) -> Option<Handover> {
         None

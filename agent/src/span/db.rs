@@ -22,7 +22,7 @@ use opentelemetry::KeyValue;
 
 use super::{
     context::{new_span_id, new_trace_id},
-    model::{Correlation, SpanKind, SpanRecord, SpanStatus},
+    model::{Correlation, DbFacts, ErrorKind, Facts, SpanKind, SpanRecord, SpanStatus},
 };
 use crate::{
     clock::Clock,
@@ -49,12 +49,14 @@ pub fn statement_span(
         attrs.push(KeyValue::new("db.namespace", Arc::clone(db)));
     }
     let mut summary = None;
+    let mut summary_value = None;
     match &st.text {
         StatementText::Known(q) => {
             attrs.push(KeyValue::new("db.query.text", Arc::clone(&q.text)));
             if let Some(s) = &q.summary {
                 attrs.push(KeyValue::new("db.query.summary", Arc::clone(s)));
                 summary = Some(s.to_string());
+                summary_value = Some(Arc::clone(s));
             }
             if q.truncated {
                 attrs.push(KeyValue::new("db.postgresql.query_text.truncated", true));
@@ -70,8 +72,11 @@ pub fn statement_span(
             }
         }
     }
+    let mut operation = None;
     if let Some(op) = &st.operation {
-        attrs.push(KeyValue::new("db.operation.name", operation_value(op)));
+        let (value, cow) = operation_value(op);
+        attrs.push(KeyValue::new("db.operation.name", value));
+        operation = Some(cow);
     }
     if let Some(rows) = st.rows {
         attrs.push(KeyValue::new(
@@ -95,7 +100,7 @@ pub fn statement_span(
         SpanKind::Client => (Arc::clone(conn.remote_ip), conn.remote.1),
         SpanKind::Server => (Arc::clone(conn.local_ip), conn.local.1),
     };
-    attrs.push(KeyValue::new("server.address", server_ip));
+    attrs.push(KeyValue::new("server.address", Arc::clone(&server_ip)));
     attrs.push(KeyValue::new("server.port", i64::from(server_port)));
     attrs.push(KeyValue::new(
         "network.peer.address",
@@ -107,6 +112,26 @@ pub fn statement_span(
         attrs.push(KeyValue::new("client.port", i64::from(conn.remote.1)));
     }
     let status = status(st, sanitize, &mut attrs);
+    let error = match st.outcome {
+        Outcome::Timeout => ErrorKind::Timeout,
+        Outcome::ConnectionClosed => ErrorKind::ConnectionClosed,
+        _ if matches!(status, SpanStatus::Error { .. }) => ErrorKind::Status,
+        _ => ErrorKind::None,
+    };
+    let status_code = st
+        .error
+        .as_ref()
+        .map(|e| Arc::from(e.code.as_deref().unwrap_or("_OTHER")))
+        .or_else(|| st.warning.as_deref().map(Arc::from));
+    let facts = Facts::Db(DbFacts {
+        namespace: info.database.clone(),
+        operation,
+        summary: summary_value,
+        status_code,
+        server_address: server_ip,
+        server_port,
+        error,
+    });
     let name: Cow<'static, str> = match (summary, &st.operation) {
         (Some(s), _) => Cow::Owned(s),
         (None, Some(op)) => Cow::Owned(op.clone()),
@@ -132,13 +157,16 @@ pub fn statement_span(
             remote: conn.remote,
             seq: st.seq,
             tid: st.tid,
+            start_ns: st.start_ns,
+            end_ns: st.end_ns,
         },
+        facts,
     }
 }
 
-/// The operation as an attribute value: the frequent ones without an
-/// allocation.
-fn operation_value(op: &str) -> opentelemetry::StringValue {
+/// The operation as an attribute value and as a metric label: the frequent
+/// ones without an allocation.
+fn operation_value(op: &str) -> (opentelemetry::StringValue, Cow<'static, str>) {
     const COMMON: &[&str] = &[
         "SELECT",
         "INSERT",
@@ -156,8 +184,8 @@ fn operation_value(op: &str) -> opentelemetry::StringValue {
         "RELEASE",
     ];
     match COMMON.iter().find(|c| **c == op) {
-        Some(c) => (*c).into(),
-        None => op.to_string().into(),
+        Some(c) => ((*c).into(), Cow::Borrowed(*c)),
+        None => (op.to_string().into(), Cow::Owned(op.to_string())),
     }
 }
 

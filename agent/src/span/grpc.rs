@@ -9,13 +9,13 @@
 //! reset without a status gets the status gRPC derives from the HTTP/2
 //! error code (CANCEL → CANCELLED, REFUSED_STREAM → UNAVAILABLE, ...).
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use opentelemetry::KeyValue;
 
 use super::{
-    http::{assemble, endpoint_attrs, peer_attrs, transport_error},
-    model::{SpanKind, SpanRecord, SpanStatus},
+    http::{assemble, endpoint_attrs, error_kind, peer_attrs, transport_error},
+    model::{ErrorKind, Facts, RpcFacts, SpanKind, SpanRecord, SpanStatus},
     redact::cut,
 };
 use crate::{
@@ -112,9 +112,12 @@ pub fn grpc_span(ex: &H2Exchange, conn: &ConnContext<'_>, clock: &Clock) -> Span
         .as_deref()
         .and_then(method_of)
         .map(|m| cut(m, MAX_METHOD_LEN));
+    let mut method_value = None;
     let name: Cow<'static, str> = match method {
         Some(m) => {
-            attrs.push(KeyValue::new("rpc.method", m.to_string()));
+            let value: Arc<str> = Arc::from(m);
+            attrs.push(KeyValue::new("rpc.method", Arc::clone(&value)));
+            method_value = Some(value);
             Cow::Owned(m.to_string())
         }
         None => {
@@ -132,7 +135,8 @@ pub fn grpc_span(ex: &H2Exchange, conn: &ConnContext<'_>, clock: &Clock) -> Span
     attrs.push(KeyValue::new("network.protocol.version", "2"));
     attrs.push(KeyValue::new("network.transport", "tcp"));
     peer_attrs(conn, &mut attrs);
-    endpoint_attrs(conn, req.authority.as_deref(), 80, &mut attrs);
+    let (server_address, server_port) =
+        endpoint_attrs(conn, req.authority.as_deref(), 80, &mut attrs);
     attrs.push(KeyValue::new(
         "http.request.body.size",
         ex.request_body_bytes as i64,
@@ -151,9 +155,11 @@ pub fn grpc_span(ex: &H2Exchange, conn: &ConnContext<'_>, clock: &Clock) -> Span
         _ => None,
     });
     let mut status = SpanStatus::Unset;
+    let mut error = ErrorKind::None;
     if let Some(code) = code {
         attrs.push(KeyValue::new("rpc.response.status_code", status_name(code)));
         if is_error(conn.kind, code) {
+            error = ErrorKind::Status;
             attrs.push(KeyValue::new("error.type", status_name(code)));
             status = SpanStatus::Error {
                 description: match (ex.outcome, ex.reset_code) {
@@ -165,6 +171,7 @@ pub fn grpc_span(ex: &H2Exchange, conn: &ConnContext<'_>, clock: &Clock) -> Span
             };
         }
     } else if let Some((error_type, description)) = transport_error(ex.outcome) {
+        error = error_kind(ex.outcome);
         attrs.push(KeyValue::new("error.type", error_type));
         status = SpanStatus::Error {
             description: description.to_string(),
@@ -180,9 +187,17 @@ pub fn grpc_span(ex: &H2Exchange, conn: &ConnContext<'_>, clock: &Clock) -> Span
         req.traceparent.as_deref(),
         req.tracestate.as_deref(),
         (ex.start_ns, ex.end_ns),
-        (ex.seq, ex.tid),
+        // The stream id: the same at both ends of the connection.
+        (u64::from(ex.stream_id), ex.tid),
         attrs,
         status,
+        Facts::Rpc(RpcFacts {
+            method: method_value,
+            status: code,
+            server_address,
+            server_port,
+            error,
+        }),
     )
 }
 

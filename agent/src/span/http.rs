@@ -7,7 +7,9 @@ use opentelemetry::KeyValue;
 
 use super::{
     context::{TraceParent, new_span_id, new_trace_id},
-    model::{Correlation, SpanKind, SpanRecord, SpanStatus},
+    model::{
+        Correlation, ErrorKind, Facts, HTTP_METHODS, HttpFacts, SpanKind, SpanRecord, SpanStatus,
+    },
     redact::{Redactor, cut, strip_userinfo},
 };
 use crate::{
@@ -24,34 +26,39 @@ use crate::{
 /// Longest `user_agent.original` / `url.full` exported.
 const MAX_VALUE_LEN: usize = 1024;
 
-/// Methods the conventions know; others are reported as `_OTHER`.
-fn method_attrs(method: Option<&Method>, attrs: &mut Vec<KeyValue>) -> &'static str {
-    let known = match method {
-        Some(Method::Get) => "GET",
-        Some(Method::Head) => "HEAD",
-        Some(Method::Post) => "POST",
-        Some(Method::Put) => "PUT",
-        Some(Method::Delete) => "DELETE",
-        Some(Method::Connect) => "CONNECT",
-        Some(Method::Options) => "OPTIONS",
-        Some(Method::Trace) => "TRACE",
-        Some(Method::Patch) => "PATCH",
+/// Methods the conventions know; others are reported as `_OTHER`. Returns
+/// the span name and the index into [`HTTP_METHODS`].
+fn method_attrs(method: Option<&Method>, attrs: &mut Vec<KeyValue>) -> (&'static str, u8) {
+    let index = match method {
+        Some(Method::Get) => 0,
+        Some(Method::Head) => 1,
+        Some(Method::Post) => 2,
+        Some(Method::Put) => 3,
+        Some(Method::Delete) => 4,
+        Some(Method::Connect) => 5,
+        Some(Method::Options) => 6,
+        Some(Method::Trace) => 7,
+        Some(Method::Patch) => 8,
         Some(Method::Other(m)) => {
             attrs.push(KeyValue::new("http.request.method", "_OTHER"));
             attrs.push(KeyValue::new(
                 "http.request.method_original",
                 cut(m, 64).to_string(),
             ));
-            return "HTTP";
+            return ("HTTP", OTHER_METHOD);
         }
         None => {
             attrs.push(KeyValue::new("http.request.method", "_OTHER"));
-            return "HTTP";
+            return ("HTTP", OTHER_METHOD);
         }
     };
+    let known = HTTP_METHODS[usize::from(index)];
     attrs.push(KeyValue::new("http.request.method", known));
-    known
+    (known, index)
 }
+
+/// Index of `_OTHER` in [`HTTP_METHODS`].
+const OTHER_METHOD: u8 = 9;
 
 /// Splits a request target into (path, query, authority for absolute form).
 fn split_target(target: &str) -> (&str, Option<&str>, Option<&str>) {
@@ -166,13 +173,14 @@ pub(crate) fn peer_attrs(conn: &ConnContext<'_>, attrs: &mut Vec<KeyValue>) {
 }
 
 /// `server.address`/`server.port` from the authority (else the socket),
-/// and for server spans `client.address`/`client.port`.
+/// and for server spans `client.address`/`client.port`. Returns the server
+/// address and port.
 pub(crate) fn endpoint_attrs(
     conn: &ConnContext<'_>,
     authority: Option<&str>,
     default_port: u16,
     attrs: &mut Vec<KeyValue>,
-) {
+) -> (Arc<str>, u16) {
     let (host, port) = match authority {
         Some(a) => {
             let (h, p) = split_authority(a);
@@ -183,12 +191,13 @@ pub(crate) fn endpoint_attrs(
             SpanKind::Client => (Arc::clone(conn.remote_ip), conn.remote.1),
         },
     };
-    attrs.push(KeyValue::new("server.address", host));
+    attrs.push(KeyValue::new("server.address", Arc::clone(&host)));
     attrs.push(KeyValue::new("server.port", i64::from(port)));
     if conn.kind == SpanKind::Server {
         attrs.push(KeyValue::new("client.address", Arc::clone(conn.remote_ip)));
         attrs.push(KeyValue::new("client.port", i64::from(conn.remote.1)));
     }
+    (host, port)
 }
 
 /// The finished span: trace context from an incoming `traceparent` (else a
@@ -204,6 +213,7 @@ pub(crate) fn assemble(
     (seq, tid): (u64, u32),
     attributes: Vec<KeyValue>,
     status: SpanStatus,
+    facts: Facts,
 ) -> SpanRecord {
     let parent = traceparent.and_then(TraceParent::parse);
     let (trace_id, parent_span_id, parent_is_remote, trace_flags) = match parent {
@@ -231,7 +241,10 @@ pub(crate) fn assemble(
             remote: conn.remote,
             seq,
             tid,
+            start_ns,
+            end_ns,
         },
+        facts,
     }
 }
 
@@ -246,7 +259,7 @@ pub fn http_span(
 ) -> SpanRecord {
     let req = &call.request;
     let mut attrs = Vec::with_capacity(14 + extra.len());
-    let method = method_attrs(req.method, &mut attrs);
+    let (method, method_index) = method_attrs(req.method, &mut attrs);
     let (path, query, target_authority) = match req.target {
         Some(t) => {
             let (p, q, a) = split_target(t);
@@ -270,14 +283,14 @@ pub fn http_span(
         ));
     }
 
+    let mut server_path = None;
     match conn.kind {
         SpanKind::Server => {
             attrs.push(KeyValue::new("url.scheme", scheme));
             if let Some(path) = path {
-                attrs.push(KeyValue::new(
-                    "url.path",
-                    cut(path, MAX_VALUE_LEN).to_string(),
-                ));
+                let path: Arc<str> = Arc::from(cut(path, MAX_VALUE_LEN));
+                attrs.push(KeyValue::new("url.path", Arc::clone(&path)));
+                server_path = Some(path);
             }
             if let Some(q) = query {
                 attrs.push(KeyValue::new("url.query", redactor.query(q)));
@@ -302,13 +315,28 @@ pub fn http_span(
             ));
         }
     }
-    endpoint_attrs(conn, authority, default_port, &mut attrs);
+    let (server_address, server_port) = endpoint_attrs(conn, authority, default_port, &mut attrs);
 
     if let Some(code) = call.status {
         attrs.push(KeyValue::new("http.response.status_code", i64::from(code)));
     }
     let status = span_status(conn.kind, call.status, call.outcome, &mut attrs);
+    let error = match transport_error(call.outcome) {
+        Some(_) => error_kind(call.outcome),
+        None if matches!(status, SpanStatus::Error { .. }) => ErrorKind::Status,
+        None => ErrorKind::None,
+    };
     attrs.extend(extra);
+    let facts = Facts::Http(HttpFacts {
+        method: method_index,
+        status: call.status,
+        version: req.version,
+        https: scheme == "https",
+        path: server_path,
+        server_address,
+        server_port,
+        error,
+    });
     assemble(
         conn,
         clock,
@@ -319,7 +347,18 @@ pub fn http_span(
         (call.seq, call.tid),
         attrs,
         status,
+        facts,
     )
+}
+
+/// The [`ErrorKind`] of a transport-level failure.
+pub(crate) fn error_kind(outcome: Outcome) -> ErrorKind {
+    match outcome {
+        Outcome::Timeout => ErrorKind::Timeout,
+        Outcome::ConnectionClosed => ErrorKind::ConnectionClosed,
+        Outcome::Reset => ErrorKind::Reset,
+        Outcome::Complete | Outcome::Truncated => ErrorKind::None,
+    }
 }
 
 /// `error.type` and description of an exchange that did not end normally.

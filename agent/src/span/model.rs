@@ -33,10 +33,16 @@ pub struct Correlation {
     pub netns: u32,
     pub local: (IpAddr, u16),
     pub remote: (IpAddr, u16),
-    /// Position of the request on its connection (0-based).
+    /// Position of the request on its connection (0-based; HTTP/1 order,
+    /// PostgreSQL statement order). HTTP/2: the stream id, the same at both
+    /// ends.
     pub seq: u64,
     /// Thread that read the request (server) or wrote it (client).
     pub tid: u32,
+    /// Kernel monotonic start and end (the span's times before conversion
+    /// to wall time: comparable with each other without clock steps).
+    pub start_ns: u64,
+    pub end_ns: u64,
 }
 
 impl Correlation {
@@ -69,6 +75,103 @@ pub struct SpanRecord {
     /// The process the span belongs to (its OTel resource).
     pub resource: Arc<ProcessResource>,
     pub correlation: Correlation,
+    /// What RED metrics need, typed (no attribute lookups per span).
+    pub facts: Facts,
+}
+
+/// The request as RED metrics see it: the semantic-convention attributes
+/// of the `*.duration` histograms, typed, so that a metric series is found
+/// without formatting or allocating per span.
+#[derive(Clone, Debug, Default)]
+pub enum Facts {
+    /// Not measured (spans built by hand in tests).
+    #[default]
+    None,
+    Http(HttpFacts),
+    Rpc(RpcFacts),
+    Db(DbFacts),
+}
+
+/// Why an exchange failed (`error.type`), without its text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    #[default]
+    None,
+    /// The status code (HTTP), gRPC status or SQLSTATE names it.
+    Status,
+    Timeout,
+    ConnectionClosed,
+    Reset,
+}
+
+impl ErrorKind {
+    /// `error.type` for the transport failures (`None` for the others).
+    pub const fn transport_name(self) -> Option<&'static str> {
+        match self {
+            ErrorKind::Timeout => Some("timeout"),
+            ErrorKind::ConnectionClosed => Some("connection_closed"),
+            ErrorKind::Reset => Some("reset"),
+            ErrorKind::None | ErrorKind::Status => None,
+        }
+    }
+}
+
+/// HTTP methods the conventions know, in a fixed order (`_OTHER` last).
+pub const HTTP_METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+];
+
+#[derive(Clone, Debug)]
+pub struct HttpFacts {
+    /// Index into [`HTTP_METHODS`].
+    pub method: u8,
+    pub status: Option<u16>,
+    /// `network.protocol.version`: `1.0`, `1.1`, `2`.
+    pub version: &'static str,
+    pub https: bool,
+    /// SERVER spans: `url.path` (for `http.route`).
+    pub path: Option<Arc<str>>,
+    pub server_address: Arc<str>,
+    pub server_port: u16,
+    pub error: ErrorKind,
+}
+
+#[derive(Clone, Debug)]
+pub struct RpcFacts {
+    /// `rpc.method` (`None`: `_OTHER`).
+    pub method: Option<Arc<str>>,
+    /// gRPC status code.
+    pub status: Option<u32>,
+    pub server_address: Arc<str>,
+    pub server_port: u16,
+    pub error: ErrorKind,
+}
+
+#[derive(Clone, Debug)]
+pub struct DbFacts {
+    pub namespace: Option<Arc<str>>,
+    pub operation: Option<Cow<'static, str>>,
+    pub summary: Option<Arc<str>>,
+    /// SQLSTATE of an error or warning.
+    pub status_code: Option<Arc<str>>,
+    pub server_address: Arc<str>,
+    pub server_port: u16,
+    pub error: ErrorKind,
+}
+
+impl Default for HttpFacts {
+    fn default() -> Self {
+        Self {
+            method: 0,
+            status: None,
+            version: "1.1",
+            https: false,
+            path: None,
+            server_address: Arc::from(""),
+            server_port: 0,
+            error: ErrorKind::None,
+        }
+    }
 }
 
 impl SpanRecord {
@@ -81,5 +184,9 @@ impl SpanRecord {
 
     pub fn duration_ns(&self) -> u64 {
         self.end_unix_ns.saturating_sub(self.start_unix_ns)
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self.status, SpanStatus::Error { .. })
     }
 }

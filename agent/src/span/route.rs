@@ -11,7 +11,10 @@
 //! `/u/abc123` folds), documented as such: `http.route` set by the agent
 //! means "the path with identifiers folded".
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 /// The route every template past a service's cap becomes.
 pub const OVERFLOW_ROUTE: &str = "/{overflow}";
@@ -23,14 +26,23 @@ const MAX_SEGMENTS: usize = 12;
 
 /// The template of a request path (no query string).
 pub fn template(path: &str) -> String {
+    let mut out = String::with_capacity(path.len().min(MAX_TEMPLATE));
+    template_into(path, &mut out);
+    out
+}
+
+/// [`template`] into a reusable buffer (cleared first).
+pub fn template_into(path: &str, out: &mut String) {
+    out.clear();
     let path = path.split(['?', '#']).next().unwrap_or("");
     if path.is_empty() || path == "/" {
-        return "/".to_string();
+        out.push('/');
+        return;
     }
     if path == "*" {
-        return "*".to_string();
+        out.push('*');
+        return;
     }
-    let mut out = String::with_capacity(path.len().min(MAX_TEMPLATE));
     let trailing_slash = path.len() > 1 && path.ends_with('/');
     for (n, segment) in path.split('/').filter(|s| !s.is_empty()).enumerate() {
         if n == MAX_SEGMENTS {
@@ -51,7 +63,6 @@ pub fn template(path: &str) -> String {
     if out.is_empty() || (trailing_slash && !out.ends_with('}')) {
         out.push('/');
     }
-    out
 }
 
 /// The placeholder for an identifier segment, or `None` to keep it.
@@ -115,10 +126,13 @@ fn is_date(b: &[u8]) -> bool {
 /// Templates seen per service, capped: a service cannot make the agent's
 /// metrics unbounded by sending random paths.
 pub struct RouteTable {
-    per_service: HashMap<u64, HashSet<Box<str>>>,
+    per_service: HashMap<u64, HashSet<Arc<str>>>,
     max_per_service: usize,
     max_services: usize,
     overflowed: u64,
+    /// The template being built (reused: no allocation per request).
+    buf: String,
+    overflow: Arc<str>,
 }
 
 impl RouteTable {
@@ -128,14 +142,17 @@ impl RouteTable {
             max_per_service: max_per_service.max(1),
             max_services: max_services.max(1),
             overflowed: 0,
+            buf: String::with_capacity(MAX_TEMPLATE + 8),
+            overflow: Arc::from(OVERFLOW_ROUTE),
         }
     }
 
     /// The route to report for `path` in the service identified by
     /// `service_key`: its template, or [`OVERFLOW_ROUTE`] once the service
-    /// has `max_per_service` other templates.
-    pub fn route(&mut self, service_key: u64, path: &str) -> String {
-        let t = template(path);
+    /// has `max_per_service` other templates. Known templates are shared
+    /// (no allocation).
+    pub fn route(&mut self, service_key: u64, path: &str) -> Arc<str> {
+        template_into(path, &mut self.buf);
         if self.per_service.len() >= self.max_services
             && !self.per_service.contains_key(&service_key)
         {
@@ -143,14 +160,15 @@ impl RouteTable {
             self.per_service.clear();
         }
         let seen = self.per_service.entry(service_key).or_default();
-        if seen.contains(t.as_str()) {
-            return t;
+        if let Some(t) = seen.get(self.buf.as_str()) {
+            return Arc::clone(t);
         }
         if seen.len() >= self.max_per_service {
             self.overflowed += 1;
-            return OVERFLOW_ROUTE.to_string();
+            return Arc::clone(&self.overflow);
         }
-        seen.insert(t.clone().into_boxed_str());
+        let t: Arc<str> = Arc::from(self.buf.as_str());
+        seen.insert(Arc::clone(&t));
         t
     }
 
@@ -212,13 +230,17 @@ mod tests {
     #[test]
     fn cap_per_service_then_overflow() {
         let mut t = RouteTable::new(3, 10);
-        assert_eq!(t.route(1, "/a"), "/a");
-        assert_eq!(t.route(1, "/b/1"), "/b/{id}");
-        assert_eq!(t.route(1, "/b/2"), "/b/{id}", "same template, no new slot");
-        assert_eq!(t.route(1, "/c"), "/c");
-        assert_eq!(t.route(1, "/d"), OVERFLOW_ROUTE);
-        assert_eq!(t.route(1, "/a"), "/a", "known templates still reported");
-        assert_eq!(t.route(2, "/d"), "/d", "caps are per service");
+        assert_eq!(&*t.route(1, "/a"), "/a");
+        assert_eq!(&*t.route(1, "/b/1"), "/b/{id}");
+        assert_eq!(
+            &*t.route(1, "/b/2"),
+            "/b/{id}",
+            "same template, no new slot"
+        );
+        assert_eq!(&*t.route(1, "/c"), "/c");
+        assert_eq!(&*t.route(1, "/d"), OVERFLOW_ROUTE);
+        assert_eq!(&*t.route(1, "/a"), "/a", "known templates still reported");
+        assert_eq!(&*t.route(2, "/d"), "/d", "caps are per service");
         assert_eq!(t.overflowed(), 1);
     }
 

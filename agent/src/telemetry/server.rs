@@ -13,7 +13,10 @@ use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, rou
 use tokio::net::TcpListener;
 
 use super::Metrics;
-use crate::node::scrape::NodeScraper;
+use crate::node::{
+    expo::Exposition,
+    scrape::{ExtraFamilies, NodeScraper},
+};
 
 /// Readiness facts, set by the parts that establish them.
 #[derive(Debug, Default)]
@@ -34,6 +37,8 @@ struct AppState {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     node: Option<Arc<NodeScraper>>,
+    /// Families written after the agent's own (RED metrics, service graph).
+    extra: Vec<Arc<dyn ExtraFamilies>>,
 }
 
 /// Binds `addr` now (so a busy port is a startup error) and returns the
@@ -43,15 +48,17 @@ pub async fn bind(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
-    bind_with_node(addr, metrics, health, None).await
+    bind_with_node(addr, metrics, health, None, Vec::new()).await
 }
 
-/// [`bind`], with the node collectors' metrics on the same page.
+/// [`bind`], with the node collectors' metrics and `extra` families (RED
+/// metrics) on the same page.
 pub async fn bind_with_node(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     node: Option<Arc<NodeScraper>>,
+    extra: Vec<Arc<dyn ExtraFamilies>>,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -63,12 +70,20 @@ pub async fn bind_with_node(
             metrics,
             health,
             node,
+            extra,
         });
     Ok((local, async move { axum::serve(listener, app).await }))
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
-    let own = s.metrics.render();
+    let mut own = s.metrics.render();
+    if !s.extra.is_empty() {
+        let mut out = Exposition::with_capacity(16 * 1024);
+        for e in &s.extra {
+            e.prometheus(&mut out);
+        }
+        own.push_str(out.as_str());
+    }
     let body = match s.node {
         // procfs reads take microseconds and statfs of network mounts has
         // its own worker and timeout: the page is written on this worker

@@ -417,7 +417,10 @@ mod tests {
                 remote: ("127.0.0.1".parse().unwrap(), 5000),
                 seq: 0,
                 tid: 1,
+                start_ns: 0,
+                end_ns: 1_000_000,
             },
+            facts: Default::default(),
         }
     }
 

@@ -104,6 +104,10 @@ impl Session for Http1Conn {
         self.session.is_idle()
     }
 
+    fn oldest_pending_start(&self) -> Option<u64> {
+        self.session.oldest_pending_start()
+    }
+
     fn take_handover(&mut self) -> Option<Handover> {
         let (upgraded_request, rest) = self.session.take_h2c();
         Some(Handover {

@@ -238,6 +238,16 @@ impl Http1Session {
         }
     }
 
+    /// Start of the oldest request awaiting (the end of) its response.
+    pub fn oldest_pending_start(&self) -> Option<u64> {
+        let queued = self.state.pending.front().map(|p| p.start_ns);
+        let begun = self.state.request_begun.map(|b| b.start_ns);
+        match (queued, begun) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Nothing in flight (safe to forget after an idle period).
     pub fn is_idle(&self) -> bool {
         self.state.pending.is_empty()

@@ -139,7 +139,8 @@ fn http_call(ex: &H2Exchange) -> HttpCall<'_> {
         outcome: ex.outcome,
         start_ns: ex.start_ns,
         end_ns: ex.end_ns,
-        seq: ex.seq,
+        // The stream id: the same at both ends of the connection.
+        seq: u64::from(ex.stream_id),
         tid: ex.tid,
     }
 }
@@ -190,6 +191,10 @@ impl Session for Http2Conn {
 
     fn is_idle(&self) -> bool {
         self.session.is_idle()
+    }
+
+    fn oldest_pending_start(&self) -> Option<u64> {
+        self.session.oldest_pending_start()
     }
 }
 

@@ -389,6 +389,11 @@ impl Http2Session {
     /// No stream in flight, nothing partly parsed, and no HPACK state worth
     /// keeping (a connection whose dynamic tables are known is kept: losing
     /// them makes later headers unresolvable).
+    /// Start of the oldest stream awaiting the end of its response.
+    pub fn oldest_pending_start(&self) -> Option<u64> {
+        self.st.streams.values().map(|s| s.start_ns).min()
+    }
+
     pub fn is_idle(&self) -> bool {
         self.st.streams.is_empty()
             && self.parsers.iter().all(FrameParser::is_idle)

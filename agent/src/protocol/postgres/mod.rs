@@ -146,6 +146,10 @@ impl Session for PgConn {
     fn is_idle(&self) -> bool {
         self.session.is_idle()
     }
+
+    fn oldest_pending_start(&self) -> Option<u64> {
+        self.session.oldest_pending_start()
+    }
 }
 
 /// Which stream the first bytes userspace sees of a connection belong to:

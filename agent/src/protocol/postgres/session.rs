@@ -490,6 +490,15 @@ impl PgSession {
     /// Nothing in flight and nothing worth keeping: a connection that
     /// holds prepared statements is not idle (forgetting it would turn
     /// their later Executes into unknown-text statements).
+    /// Start of the oldest statement awaiting its answer.
+    pub fn oldest_pending_start(&self) -> Option<u64> {
+        self.st.units.iter().find_map(|u| match u {
+            Unit::Execute(e) => Some(e.start_ns),
+            Unit::Query(q) if q.stmts.len() > q.done => Some(q.start_ns),
+            _ => None,
+        })
+    }
+
     pub fn is_idle(&self) -> bool {
         self.st.units.is_empty()
             && self.st.prepared.map.keys().all(|k| k.is_empty())

@@ -1,0 +1,799 @@
+//! The correlation stage, between the protocol sessions and the export
+//! queue: every finished span is measured (RED metrics, `crate::red`),
+//! then placed in its local trace tree, sampled with its tree, and queued.
+//!
+//! - `stitch`: a SERVER span is the child of the CLIENT span that sent its
+//!   request when both ends are on this host (socket pair and request
+//!   order, verified by times and trace context);
+//! - `nest`: a CLIENT span is the child of the SERVER span its process was
+//!   handling (same thread for thread-per-request servers, else the sole
+//!   request in flight);
+//! - `sample`: one decision per local tree.
+//!
+//! Spans complete inside out: a backend's SERVER span before the CLIENT
+//! span that called it (the client reads the response after the server
+//! wrote it), a client call before the server request that made it. So a
+//! span whose parent may still come is **held**: a SERVER span whose peer
+//! connection is traced here waits for its CLIENT span (at most
+//! `stitch_timeout`), a CLIENT span of a process that serves requests
+//! waits until no request that could enclose it is in flight (at most
+//! `hold_timeout`). When a tree's root is known, trace ids are propagated
+//! from it down (an incoming `traceparent` of the root is joined; the agent
+//! never adds one), the tree is sampled and released. Children arriving
+//! after their parent's release get its trace id and decision (released
+//! spans are remembered for `hold_timeout`). Everything held is bounded
+//! (`max_held_spans`; beyond, the oldest tree is released as it is) and
+//! counted in `agent_correlation_events_total{event}`.
+
+pub mod nest;
+pub mod sample;
+pub mod stitch;
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use foldhash::{HashMap, HashSet};
+use opentelemetry::KeyValue;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use self::{
+    nest::{Call, Placement, Proc, Window},
+    sample::{Policy, Sampler, SamplingConfig},
+    stitch::{EndpointKey, StitchKey},
+};
+use crate::{
+    export::SpanQueue,
+    red::RedRecorder,
+    resource::ProcessResource,
+    span::{SpanKind, SpanRecord},
+};
+
+pub type SpanId = [u8; 8];
+
+/// Attribute naming the rule that gave a span its parent.
+pub const PARENT_ATTR: &str = "agent.correlation.parent";
+
+#[derive(Clone, Copy, Debug)]
+pub struct CorrelationConfig {
+    pub enabled: bool,
+    /// How long a SERVER span waits for the CLIENT span of its peer.
+    pub stitch_timeout: Duration,
+    /// How long a CLIENT span waits for its enclosing server request.
+    pub hold_timeout: Duration,
+    pub max_held_spans: usize,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            stitch_timeout: Duration::from_secs(2),
+            hold_timeout: Duration::from_secs(5),
+            max_held_spans: 65_536,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Link {
+    /// The parent may still come.
+    Unknown,
+    /// The local root of its tree.
+    Root,
+    /// Parent known (its span id); waits for the root's trace id.
+    Child(SpanId),
+}
+
+struct Node {
+    span: SpanRecord,
+    link: Link,
+    children: Vec<SpanId>,
+    /// Agent monotonic time when it arrived.
+    arrived_ns: u64,
+    /// A SERVER span waiting for its CLIENT span under this key.
+    awaiting: Option<StitchKey>,
+    method: Option<&'static str>,
+}
+
+/// A released span, for children arriving later.
+#[derive(Clone, Copy)]
+struct Released {
+    trace_id: [u8; 16],
+    trace_flags: u8,
+    keep: bool,
+}
+
+/// A CLIENT span whose server span has not come yet (the client's end was
+/// seen first).
+struct EarlyClient {
+    span_id: SpanId,
+    times: stitch::Times,
+    ctx: Option<stitch::Joined>,
+    resource: Arc<ProcessResource>,
+    error: bool,
+    facts: crate::span::model::Facts,
+}
+
+/// Counters of the stage (children resolved once).
+struct Counters {
+    events: IntCounterVec,
+    stitched: IntCounter,
+    sampled: [[IntCounter; 4]; 2],
+    held: IntGauge,
+}
+
+/// Events counted in `agent_correlation_events_total{event}`.
+pub const EVENTS: &[&str] = &[
+    "stitched",
+    "stitch_timeout",
+    "stitch_refused_times",
+    "stitch_refused_trace_context",
+    "stitch_duplicate",
+    "nested_same_thread",
+    "nested_sole_request_in_flight",
+    "nest_ambiguous",
+    "nest_no_request",
+    "nest_forgotten",
+    "nest_timeout",
+    "parent_forgotten",
+    "hold_overflow",
+];
+
+impl Counters {
+    fn new(registry: &Registry) -> Self {
+        let events = IntCounterVec::new(
+            Opts::new(
+                "agent_correlation_events_total",
+                "Correlation of spans into traces, by event: stitched (a server span made the \
+                 child of the client span on this host that sent its request), nested_* (a \
+                 client call made the child of the request its process handled, by rule), \
+                 stitch_timeout / nest_timeout (released without the parent it waited for), \
+                 stitch_refused_*, nest_ambiguous, nest_no_request, nest_forgotten (no parent \
+                 given), parent_forgotten, stitch_duplicate, hold_overflow (too many spans \
+                 held: released early).",
+            ),
+            &["event"],
+        )
+        .expect("valid metric");
+        let sampled = IntCounterVec::new(
+            Opts::new(
+                "agent_spans_sampled_total",
+                "Sampling decisions, in spans: decision kept or dropped, by the policy that \
+                 decided (error, slow, parent: the incoming traceparent's flag, ratio).",
+            ),
+            &["decision", "policy"],
+        )
+        .expect("valid metric");
+        let held = IntGauge::new(
+            "agent_correlation_held_spans",
+            "Spans held waiting for their parent or their trace's root.",
+        )
+        .expect("valid metric");
+        // A second pipeline in one process (tests) registers again: ignore.
+        let _ = registry.register(Box::new(events.clone()));
+        let _ = registry.register(Box::new(sampled.clone()));
+        let _ = registry.register(Box::new(held.clone()));
+        for e in EVENTS {
+            events.with_label_values(&[e]);
+        }
+        let by = |d: &str| Policy::ALL.map(|p| sampled.with_label_values(&[d, p.name()]));
+        Self {
+            stitched: events.with_label_values(&["stitched"]),
+            sampled: [by("kept"), by("dropped")],
+            events,
+            held,
+        }
+    }
+
+    fn event(&self, e: &str) {
+        self.events.with_label_values(&[e]).inc();
+    }
+}
+
+pub struct Correlator {
+    cfg: CorrelationConfig,
+    pub red: RedRecorder,
+    sampler: Sampler,
+    queue: SpanQueue,
+    counters: Counters,
+    nodes: HashMap<SpanId, Node>,
+    arrivals: VecDeque<(u64, SpanId)>,
+    /// Roots to release at the next flush.
+    ready: Vec<SpanId>,
+    awaiting: HashMap<StitchKey, SpanId>,
+    awaiting_order: VecDeque<(u64, StitchKey, SpanId)>,
+    early: HashMap<StitchKey, EarlyClient>,
+    early_order: VecDeque<(u64, StitchKey, SpanId)>,
+    endpoints: HashMap<EndpointKey, u32>,
+    procs: HashMap<u32, Proc>,
+    /// Processes with client spans waiting to be placed.
+    holding: HashSet<u32>,
+    released: HashMap<SpanId, Released>,
+    released_order: VecDeque<(u64, SpanId)>,
+    /// Most recent monotonic time seen (span ends, ticks).
+    now_ns: u64,
+}
+
+impl Correlator {
+    pub fn new(
+        cfg: CorrelationConfig,
+        sampling: SamplingConfig,
+        red: RedRecorder,
+        queue: SpanQueue,
+        registry: &Registry,
+    ) -> Self {
+        Self {
+            cfg,
+            red,
+            sampler: Sampler::new(sampling),
+            queue,
+            counters: Counters::new(registry),
+            nodes: HashMap::default(),
+            arrivals: VecDeque::new(),
+            ready: Vec::new(),
+            awaiting: HashMap::default(),
+            awaiting_order: VecDeque::new(),
+            early: HashMap::default(),
+            early_order: VecDeque::new(),
+            endpoints: HashMap::default(),
+            procs: HashMap::default(),
+            holding: HashSet::default(),
+            released: HashMap::default(),
+            released_order: VecDeque::new(),
+            now_ns: 0,
+        }
+    }
+
+    /// A traced connection opened (its endpoints tell a server span that
+    /// its client is traced here too).
+    pub fn conn_opened(&mut self, netns: u32, local: stitch::Addr, remote: stitch::Addr) {
+        *self
+            .endpoints
+            .entry(stitch::endpoint(netns, local, remote))
+            .or_default() += 1;
+    }
+
+    pub fn conn_closed(&mut self, netns: u32, local: stitch::Addr, remote: stitch::Addr) {
+        let k = stitch::endpoint(netns, local, remote);
+        if let Some(n) = self.endpoints.get_mut(&k) {
+            *n -= 1;
+            if *n == 0 {
+                self.endpoints.remove(&k);
+            }
+        }
+    }
+
+    /// A process exited: its state and its RED series go.
+    pub fn process_exited(&mut self, pid: u32, resource_key: Option<u64>) {
+        if let Some(p) = self.procs.get(&pid)
+            && p.held.is_empty()
+        {
+            self.procs.remove(&pid);
+        }
+        if let Some(k) = resource_key {
+            self.red.forget_process(k);
+        }
+    }
+
+    /// One finished span. `write_tid`: the thread whose write completed it
+    /// (when a write did).
+    pub fn accept(&mut self, mut span: SpanRecord, write_tid: Option<u32>) {
+        self.now_ns = self.now_ns.max(span.correlation.end_ns);
+        let now_ns = self.now_ns;
+        self.red.record(&mut span);
+        if !self.cfg.enabled {
+            self.release_alone(span);
+            return;
+        }
+        let id = span.span_id;
+        if self.nodes.contains_key(&id) {
+            // A span id drawn twice (2^-64): release it alone.
+            self.release_alone(span);
+            return;
+        }
+        let key = stitch::key_of(&span);
+        let mut node = Node {
+            span,
+            link: Link::Unknown,
+            children: Vec::new(),
+            arrived_ns: now_ns,
+            awaiting: None,
+            method: None,
+        };
+        match node.span.kind {
+            SpanKind::Server => self.accept_server(&mut node, key, write_tid, now_ns),
+            SpanKind::Client => self.accept_client(&mut node, key, now_ns),
+        }
+        let root = matches!(node.link, Link::Root);
+        self.nodes.insert(id, node);
+        self.arrivals.push_back((now_ns, id));
+        if root {
+            self.ready.push(id);
+        }
+        if self.nodes.len() > self.cfg.max_held_spans {
+            self.evict();
+        }
+    }
+
+    fn accept_server(
+        &mut self,
+        node: &mut Node,
+        key: StitchKey,
+        write_tid: Option<u32>,
+        now_ns: u64,
+    ) {
+        let span = &node.span;
+        let c = &span.correlation;
+        let pid = span.resource.info.pid;
+        self.procs.entry(pid).or_default().server_done(
+            Window {
+                span: span.span_id,
+                start_ns: c.start_ns,
+                end_ns: c.end_ns,
+                tid: c.tid,
+            },
+            write_tid,
+        );
+        // The client's end came first.
+        if let Some(early) = self.early.remove(&key) {
+            match stitch::verify(
+                early.times,
+                early.ctx,
+                stitch::times(span),
+                stitch::joined(span),
+            ) {
+                Ok(()) => {
+                    self.counters.stitched.inc();
+                    self.red.edge_pair_parts(
+                        &early.resource,
+                        early.times.end_ns.saturating_sub(early.times.start_ns),
+                        early.error,
+                        span,
+                    );
+                    node.method = Some("socket_pair");
+                    self.link_to(node, early.span_id);
+                    return;
+                }
+                Err(r) => {
+                    self.refused(r);
+                    self.red.edge_virtual_parts(
+                        &early.resource,
+                        &early.facts,
+                        early.times.end_ns.saturating_sub(early.times.start_ns),
+                        early.error,
+                    );
+                }
+            }
+        }
+        if self
+            .endpoints
+            .contains_key(&stitch::peer_endpoint(&key, SpanKind::Server))
+        {
+            node.awaiting = Some(key);
+            if let Some(old) = self.awaiting.insert(key, span.span_id) {
+                self.counters.event("stitch_duplicate");
+                self.make_root(old);
+            }
+            self.awaiting_order.push_back((
+                now_ns + self.cfg.stitch_timeout.as_nanos() as u64,
+                key,
+                span.span_id,
+            ));
+            return;
+        }
+        node.link = Link::Root;
+    }
+
+    fn accept_client(&mut self, node: &mut Node, key: StitchKey, now_ns: u64) {
+        let id = node.span.span_id;
+        if let Some(server_id) = self.awaiting.remove(&key) {
+            let verdict = self.nodes.get(&server_id).map(|s| {
+                stitch::verify(
+                    stitch::times(&node.span),
+                    stitch::joined(&node.span),
+                    stitch::times(&s.span),
+                    stitch::joined(&s.span),
+                )
+            });
+            match verdict {
+                Some(Ok(())) => {
+                    self.counters.stitched.inc();
+                    if let Some(s) = self.nodes.get_mut(&server_id) {
+                        s.awaiting = None;
+                        s.link = Link::Child(id);
+                        s.method = Some("socket_pair");
+                    }
+                    node.children.push(server_id);
+                    if let Some(s) = self.nodes.get(&server_id) {
+                        self.red.edge_pair(&node.span, &s.span);
+                    }
+                }
+                Some(Err(r)) => {
+                    self.refused(r);
+                    self.make_root(server_id);
+                    self.red.edge_virtual(&node.span);
+                }
+                None => self.red.edge_virtual(&node.span),
+            }
+        } else if self
+            .endpoints
+            .contains_key(&stitch::peer_endpoint(&key, SpanKind::Client))
+        {
+            // The server span may come next.
+            let span = &node.span;
+            self.early.insert(
+                key,
+                EarlyClient {
+                    span_id: id,
+                    times: stitch::times(span),
+                    ctx: stitch::joined(span),
+                    resource: Arc::clone(&span.resource),
+                    error: span.is_error(),
+                    facts: span.facts.clone(),
+                },
+            );
+            self.early_order.push_back((
+                now_ns + self.cfg.stitch_timeout.as_nanos() as u64,
+                key,
+                id,
+            ));
+        } else {
+            self.red.edge_virtual(&node.span);
+        }
+        if node.span.parent_is_remote {
+            // The request carried a traceparent: its parent is known.
+            node.link = Link::Root;
+            return;
+        }
+        let pid = node.span.resource.info.pid;
+        self.procs.entry(pid).or_default().held.push(id);
+        self.holding.insert(pid);
+    }
+
+    fn refused(&self, r: stitch::Refused) {
+        self.counters.event(match r {
+            stitch::Refused::Times => "stitch_refused_times",
+            stitch::Refused::TraceContext => "stitch_refused_trace_context",
+        });
+    }
+
+    /// Makes `node` (not yet inserted) the child of `parent`.
+    fn link_to(&mut self, node: &mut Node, parent: SpanId) {
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.children.push(node.span.span_id);
+            node.link = Link::Child(parent);
+        } else if self.released.contains_key(&parent) {
+            node.link = Link::Child(parent);
+            // Released with its parent's decision at the next flush.
+            self.ready.push(node.span.span_id);
+        } else {
+            self.counters.event("parent_forgotten");
+            node.link = Link::Root;
+        }
+    }
+
+    /// A held span `child` (already in `nodes`) gets `parent`.
+    fn attach(&mut self, child: SpanId, parent: SpanId, method: &'static str) {
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.children.push(child);
+        } else if !self.released.contains_key(&parent) {
+            self.counters.event("parent_forgotten");
+            self.make_root(child);
+            return;
+        }
+        let released = !self.nodes.contains_key(&parent);
+        if let Some(c) = self.nodes.get_mut(&child) {
+            c.link = Link::Child(parent);
+            c.method = Some(method);
+        }
+        if released {
+            self.ready.push(child);
+        }
+    }
+
+    /// Ends the wait of a held span: it becomes the root of its tree (or,
+    /// when its parent was released already, follows it), released at the
+    /// next flush.
+    fn make_root(&mut self, id: SpanId) {
+        let parent_released = matches!(
+            self.nodes.get(&id).map(|n| &n.link),
+            Some(Link::Child(p)) if !self.nodes.contains_key(p)
+        );
+        if let Some(n) = self.nodes.get_mut(&id) {
+            if let Some(k) = n.awaiting.take()
+                && self.awaiting.get(&k) == Some(&id)
+            {
+                self.awaiting.remove(&k);
+            }
+            if !parent_released {
+                n.link = Link::Root;
+            }
+            self.ready.push(id);
+        }
+    }
+
+    /// Places the client spans held by processes, with `pending(pid)`: the
+    /// start of the oldest server request of the process still in flight.
+    pub fn place_held(&mut self, pending: &dyn Fn(u32) -> Option<u64>) {
+        if self.holding.is_empty() {
+            return;
+        }
+        let hold_ns = self.cfg.hold_timeout.as_nanos() as u64;
+        let pids: Vec<u32> = self.holding.drain().collect();
+        let mut decisions: Vec<(SpanId, Placement)> = Vec::new();
+        for pid in pids {
+            let Some(p) = self.procs.get_mut(&pid) else {
+                continue;
+            };
+            let since = pending(pid);
+            let now = self.now_ns;
+            let held = std::mem::take(&mut p.held);
+            for id in held {
+                let Some(n) = self.nodes.get(&id) else {
+                    continue;
+                };
+                if !matches!(n.link, Link::Unknown) {
+                    continue;
+                }
+                let c = &n.span.correlation;
+                let call = Call {
+                    start_ns: c.start_ns,
+                    end_ns: c.end_ns,
+                    tid: c.tid,
+                };
+                match p.place(call, since) {
+                    Placement::Wait if now.saturating_sub(n.arrived_ns) < hold_ns => {
+                        p.held.push(id);
+                    }
+                    Placement::Wait => decisions.push((id, Placement::Root("nest_timeout"))),
+                    other => decisions.push((id, other)),
+                }
+            }
+            if !p.held.is_empty() {
+                self.holding.insert(pid);
+            }
+        }
+        for (id, d) in decisions {
+            match d {
+                Placement::Parent(parent, method) => {
+                    self.counters.event(match method {
+                        "same_thread" => "nested_same_thread",
+                        _ => "nested_sole_request_in_flight",
+                    });
+                    self.attach(id, parent, method);
+                }
+                Placement::Root(why) => {
+                    if why != "nest_no_request" || self.procs_have_windows(id) {
+                        self.counters.event(why);
+                    }
+                    self.make_root(id);
+                }
+                Placement::Wait => {}
+            }
+        }
+    }
+
+    /// Whether the process of a span serves requests at all (a client that
+    /// never serves is not a failed nesting).
+    fn procs_have_windows(&self, id: SpanId) -> bool {
+        self.nodes
+            .get(&id)
+            .and_then(|n| self.procs.get(&n.span.resource.info.pid))
+            .is_some_and(|p| !p.windows.is_empty())
+    }
+
+    /// Releases the trees whose root is known.
+    pub fn release_ready(&mut self) {
+        let ready = std::mem::take(&mut self.ready);
+        for id in ready {
+            let Some(n) = self.nodes.get(&id) else {
+                continue;
+            };
+            match n.link {
+                Link::Root => self.release_tree(id, None),
+                Link::Child(p) => {
+                    if let Some(r) = self.released.get(&p).copied() {
+                        self.release_tree(id, Some(r));
+                    }
+                }
+                Link::Unknown => {}
+            }
+        }
+        self.counters.held.set(self.nodes.len() as i64);
+    }
+
+    /// Releases `root` and its subtree; `inherited`: the released parent's
+    /// trace (else `root` is the local root).
+    fn release_tree(&mut self, root: SpanId, inherited: Option<Released>) {
+        let mut order = vec![root];
+        let mut i = 0;
+        while i < order.len() {
+            if let Some(n) = self.nodes.get(&order[i]) {
+                for c in &n.children {
+                    if self.nodes.contains_key(c) {
+                        order.push(*c);
+                    }
+                }
+            }
+            i += 1;
+        }
+        let Some(r) = self.nodes.get(&root) else {
+            return;
+        };
+        let (trace_id, trace_flags) = match inherited {
+            Some(p) => (p.trace_id, p.trace_flags),
+            None => (r.span.trace_id, r.span.trace_flags),
+        };
+        let joined = (inherited.is_none() && r.span.parent_is_remote).then_some(r.span.trace_flags);
+        let (mut keep, policy) = self.sampler.decide(
+            &trace_id,
+            joined,
+            order
+                .iter()
+                .filter_map(|id| self.nodes.get(id).map(|n| &n.span)),
+        );
+        if let Some(p) = inherited {
+            // A late part follows its trace's decision, unless it holds an
+            // error or is slow itself.
+            keep = p.keep || (keep && matches!(policy, Policy::Error | Policy::Slow));
+        }
+        let flags = if keep { trace_flags | 1 } else { trace_flags };
+        let released = Released {
+            trace_id,
+            trace_flags: flags,
+            keep,
+        };
+        let now = self.now_ns;
+        let counter = &self.counters.sampled[usize::from(!keep)][policy as usize];
+        for id in &order {
+            let Some(mut n) = self.nodes.remove(id) else {
+                continue;
+            };
+            if let Some(k) = n.awaiting.take()
+                && self.awaiting.get(&k) == Some(id)
+            {
+                self.awaiting.remove(&k);
+            }
+            n.span.trace_id = trace_id;
+            n.span.trace_flags = flags;
+            if let Link::Child(p) = n.link {
+                n.span.parent_span_id = p;
+                n.span.parent_is_remote = false;
+                n.span.trace_state = None;
+            }
+            if let Some(m) = n.method {
+                n.span.attributes.push(KeyValue::new(PARENT_ATTR, m));
+            }
+            self.released.insert(*id, released);
+            self.released_order.push_back((now, *id));
+            counter.inc();
+            if keep {
+                self.queue.push(n.span);
+            }
+        }
+    }
+
+    /// A span that takes no part in correlation.
+    fn release_alone(&mut self, span: SpanRecord) {
+        let joined = span.parent_is_remote.then_some(span.trace_flags);
+        let (keep, policy) = self
+            .sampler
+            .decide(&span.trace_id, joined, std::iter::once(&span));
+        self.counters.sampled[usize::from(!keep)][policy as usize].inc();
+        if keep {
+            self.queue.push(span);
+        }
+    }
+
+    /// Releases the oldest tree when too many spans are held.
+    fn evict(&mut self) {
+        while self.nodes.len() > self.cfg.max_held_spans {
+            let Some((_, id)) = self.arrivals.pop_front() else {
+                return;
+            };
+            if self.nodes.contains_key(&id) {
+                self.counters.event("hold_overflow");
+                let top = self.top_of(id);
+                self.make_root(top);
+                self.release_ready();
+            }
+        }
+    }
+
+    /// The highest held ancestor of `id`.
+    fn top_of(&self, mut id: SpanId) -> SpanId {
+        for _ in 0..64 {
+            match self.nodes.get(&id).map(|n| &n.link) {
+                Some(Link::Child(p)) if self.nodes.contains_key(p) => id = *p,
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// Timeouts and forgetting (every pipeline tick).
+    pub fn expire(&mut self, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
+        let now = self.now_ns;
+        while let Some(&(deadline, key, id)) = self.awaiting_order.front() {
+            if deadline > now {
+                break;
+            }
+            self.awaiting_order.pop_front();
+            if self.awaiting.get(&key) == Some(&id) {
+                self.counters.event("stitch_timeout");
+                self.make_root(id);
+            }
+        }
+        while let Some(&(deadline, key, id)) = self.early_order.front() {
+            if deadline > now {
+                break;
+            }
+            self.early_order.pop_front();
+            if self.early.get(&key).is_some_and(|e| e.span_id == id)
+                && let Some(e) = self.early.remove(&key)
+            {
+                self.red.edge_virtual_parts(
+                    &e.resource,
+                    &e.facts,
+                    e.times.end_ns.saturating_sub(e.times.start_ns),
+                    e.error,
+                );
+            }
+        }
+        let keep_ns = (self.cfg.hold_timeout + self.cfg.stitch_timeout).as_nanos() as u64;
+        while let Some(&(at, id)) = self.released_order.front() {
+            if now.saturating_sub(at) < keep_ns
+                && self.released.len() <= 4 * self.cfg.max_held_spans
+            {
+                break;
+            }
+            self.released_order.pop_front();
+            self.released.remove(&id);
+        }
+        while let Some(&(at, id)) = self.arrivals.front() {
+            if self.nodes.contains_key(&id) && now.saturating_sub(at) < keep_ns {
+                break;
+            }
+            self.arrivals.pop_front();
+            if self.nodes.contains_key(&id) {
+                // Held beyond every timeout (a tree waiting on a parent that
+                // never resolved): release it.
+                let top = self.top_of(id);
+                self.make_root(top);
+            }
+        }
+        // Windows older than any call still placeable.
+        let horizon = now.saturating_sub(keep_ns);
+        self.procs.retain(|_, p| {
+            p.prune(horizon);
+            !(p.windows.is_empty() && p.held.is_empty())
+        });
+        self.release_ready();
+    }
+
+    /// Hands what is released to the exporter.
+    pub fn flush_queue(&mut self) {
+        self.queue.flush();
+    }
+
+    /// Releases everything held (shutdown).
+    pub fn release_all(&mut self) {
+        let ids: Vec<SpanId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if self.nodes.contains_key(&id) {
+                let top = self.top_of(id);
+                self.make_root(top);
+                self.release_ready();
+            }
+        }
+        self.queue.flush();
+    }
+
+    pub fn held(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+#[cfg(test)]
+#[path = "correlate_tests.rs"]
+mod tests;
