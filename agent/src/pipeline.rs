@@ -375,8 +375,8 @@ impl Pipeline {
             resource_key = Some(conn.resource.key);
             self.finish_conn(conn, p.ts_ns);
         }
-        self.corr.process_exited(p.tgid, resource_key);
-        self.resources.remove(p.tgid);
+        let cached = self.resources.remove(p.tgid).map(|r| r.key);
+        self.corr.process_exited(p.tgid, cached.or(resource_key));
         if let Some(traced) = &self.traced {
             traced.remove(p.tgid);
         }
@@ -476,7 +476,7 @@ impl Pipeline {
     pub fn flush(&mut self) {
         let conns = &self.conns;
         self.corr
-            .place_held(&|tgid| conns.oldest_pending_server_start(tgid));
+            .place_held(&|tgid, out| conns.pending_server_requests(tgid, out));
         self.corr.release_ready();
         self.corr.flush_queue();
     }
@@ -493,7 +493,7 @@ impl Pipeline {
         }
         let conns = &self.conns;
         self.corr
-            .place_held(&|tgid| conns.oldest_pending_server_start(tgid));
+            .place_held(&|tgid, out| conns.pending_server_requests(tgid, out));
         self.corr.release_all();
     }
 }

@@ -19,6 +19,7 @@
 //! - [`client`] — curl, the Rust client binary, raw sockets, malformed inputs.
 //! - [`grpc`] — gRPC echo servers and clients on tonic and grpcio.
 //! - [`semconv`] — the span contract as reusable checks.
+//! - [`traces`] — connected traces (parent chains) and RED histograms over OTLP.
 //! - [`procs`] — /proc helpers (RSS, children, rlimits).
 //! - [`node_exporter`] — the real node_exporter, Prometheus and promtool;
 //!   expositions by family.
@@ -33,6 +34,7 @@ pub mod procs;
 pub mod prom;
 pub mod semconv;
 pub mod servers;
+pub mod traces;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -156,15 +156,44 @@ pub struct ServerExpect<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+/// The agent's `http.route` for a path (its heuristic template: numbers,
+/// UUIDs, hashes and id-like tokens folded), for the paths the tests use.
+pub fn route_template(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                "{id}".to_string()
+            } else {
+                s.to_string()
+            }
+        })
+        .collect();
+    if segments.is_empty() {
+        return "/".to_string();
+    }
+    let mut out = format!("/{}", segments.join("/"));
+    if path.len() > 1 && path.ends_with('/') && !out.ends_with('}') {
+        out.push('/');
+    }
+    out
+}
+
 /// Checks one SERVER span against the contract.
 pub fn check_server_span(span: &ReceivedSpan, want: &ServerExpect<'_>, ctx: &str) -> Vec<String> {
     let mut c = Checker::new(span, ctx);
     if span.kind != SpanKind::Server {
         c.fail(format!("kind: want Server, got {:?}", span.kind));
     }
-    if span.name != want.method {
-        c.fail(format!("name: want {:?}, got {:?}", want.method, span.name));
+    // `{method} {http.route}`: the route is the agent's path template.
+    let route = route_template(want.path);
+    let name = format!("{} {route}", want.method);
+    if span.name != name {
+        c.fail(format!("name: want {name:?}, got {:?}", span.name));
     }
+    c.str_eq("http.route", &route);
     if span.scope_name != SCOPE_NAME {
         c.fail(format!(
             "scope name: want {SCOPE_NAME:?}, got {:?}",

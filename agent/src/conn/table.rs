@@ -9,7 +9,11 @@ use std::{
 
 use agent_common::{Protocol, Role};
 
-use crate::{protocol::Session, resource::ProcessResource, span::SpanKind};
+use crate::{
+    protocol::{PendingRequest, Session},
+    resource::ProcessResource,
+    span::SpanKind,
+};
 
 pub struct Conn {
     pub fd: i32,
@@ -100,15 +104,17 @@ impl ConnTable {
         Some(conn)
     }
 
-    /// Start of the oldest server request still in flight in the process
-    /// (over its server connections).
-    pub fn oldest_pending_server_start(&self, tgid: u32) -> Option<u64> {
-        self.by_tgid
-            .get(&tgid)?
-            .values()
-            .filter(|c| c.role == Role::Server)
-            .filter_map(|c| c.session.as_ref()?.oldest_pending_start())
-            .min()
+    /// The server requests still in flight in the process (over its server
+    /// connections), into `out`.
+    pub fn pending_server_requests(&self, tgid: u32, out: &mut Vec<PendingRequest>) {
+        let Some(conns) = self.by_tgid.get(&tgid) else {
+            return;
+        };
+        for c in conns.values().filter(|c| c.role == Role::Server) {
+            if let Some(s) = &c.session {
+                s.pending_requests(out);
+            }
+        }
     }
 
     /// Removes every connection of a process.

@@ -47,7 +47,11 @@ impl H {
 
     fn flush(&mut self) -> Vec<SpanRecord> {
         let pending = self.pending.clone();
-        self.c.place_held(&|pid| pending.get(&pid).copied());
+        self.c.place_held(&|pid, out| {
+            if let Some(&start_ns) = pending.get(&pid) {
+                out.push(PendingRequest { start_ns, tid: 99 });
+            }
+        });
         self.c.release_ready();
         self.c.flush_queue();
         let mut out = Vec::new();

@@ -42,6 +42,7 @@ use self::{
 };
 use crate::{
     export::SpanQueue,
+    protocol::PendingRequest,
     red::RedRecorder,
     resource::ProcessResource,
     span::{SpanKind, SpanRecord},
@@ -211,6 +212,7 @@ pub struct Correlator {
     released_order: VecDeque<(u64, SpanId)>,
     /// Most recent monotonic time seen (span ends, ticks).
     now_ns: u64,
+    pending_buf: Vec<PendingRequest>,
 }
 
 impl Correlator {
@@ -240,6 +242,7 @@ impl Correlator {
             released: HashMap::default(),
             released_order: VecDeque::new(),
             now_ns: 0,
+            pending_buf: Vec::new(),
         }
     }
 
@@ -270,7 +273,7 @@ impl Correlator {
             self.procs.remove(&pid);
         }
         if let Some(k) = resource_key {
-            self.red.forget_process(k);
+            self.red.process_exited(k);
         }
     }
 
@@ -511,9 +514,9 @@ impl Correlator {
         }
     }
 
-    /// Places the client spans held by processes, with `pending(pid)`: the
-    /// start of the oldest server request of the process still in flight.
-    pub fn place_held(&mut self, pending: &dyn Fn(u32) -> Option<u64>) {
+    /// Places the client spans held by processes, with `pending(pid, out)`:
+    /// the server requests of the process still in flight.
+    pub fn place_held(&mut self, pending: &dyn Fn(u32, &mut Vec<PendingRequest>)) {
         if self.holding.is_empty() {
             return;
         }
@@ -524,7 +527,9 @@ impl Correlator {
             let Some(p) = self.procs.get_mut(&pid) else {
                 continue;
             };
-            let since = pending(pid);
+            let mut since = std::mem::take(&mut self.pending_buf);
+            since.clear();
+            pending(pid, &mut since);
             let now = self.now_ns;
             let held = std::mem::take(&mut p.held);
             for id in held {
@@ -540,7 +545,7 @@ impl Correlator {
                     end_ns: c.end_ns,
                     tid: c.tid,
                 };
-                match p.place(call, since) {
+                match p.place(call, &since) {
                     Placement::Wait if now.saturating_sub(n.arrived_ns) < hold_ns => {
                         p.held.push(id);
                     }
@@ -551,6 +556,7 @@ impl Correlator {
             if !p.held.is_empty() {
                 self.holding.insert(pid);
             }
+            self.pending_buf = since;
         }
         for (id, d) in decisions {
             match d {
@@ -762,6 +768,7 @@ impl Correlator {
                 self.make_root(top);
             }
         }
+        self.red.tick();
         // Windows older than any call still placeable.
         let horizon = now.saturating_sub(keep_ns);
         self.procs.retain(|_, p| {

@@ -30,6 +30,7 @@
 use std::collections::VecDeque;
 
 use super::SpanId;
+use crate::protocol::PendingRequest;
 
 /// Clean server requests before a process is trusted as thread-per-request.
 pub const TRUST_AFTER: u32 = 8;
@@ -137,13 +138,16 @@ impl Proc {
         }
     }
 
-    /// Where `call` goes; `pending_since`: start of the oldest server
-    /// request of the process still in flight.
-    pub fn place(&self, call: Call, pending_since: Option<u64>) -> Placement {
+    /// Where `call` goes; `pending`: the server requests of the process
+    /// still in flight.
+    pub fn place(&mut self, call: Call, pending: &[PendingRequest]) -> Placement {
         if call.start_ns <= self.forgotten_until {
             return Placement::Root("nest_forgotten");
         }
-        let pending_overlaps = pending_since.is_some_and(|s| s <= call.end_ns);
+        let pending_overlaps = pending.iter().any(|p| p.start_ns <= call.end_ns);
+        let pending_on_thread = pending
+            .iter()
+            .any(|p| p.tid == call.tid && p.start_ns <= call.end_ns);
         let overlapping = || {
             self.windows
                 .iter()
@@ -154,12 +158,18 @@ impl Proc {
         let contains = |w: &Window| w.start_ns <= call.start_ns && call.end_ns <= w.end_ns;
         if self.mode == Mode::ThreadPerRequest {
             let mut same = overlapping().filter(|w| w.tid == call.tid && contains(w));
-            return match (same.next(), same.next()) {
-                (Some(w), None) => Placement::Parent(w.span, "same_thread"),
-                (Some(_), Some(_)) => Placement::Root("nest_ambiguous"),
-                (None, _) if pending_overlaps => Placement::Wait,
-                (None, _) => Placement::Root("nest_no_request"),
+            let placement = match (same.next(), same.next()) {
+                // Two requests at once on one thread: not thread-per-request.
+                (Some(_), _) if pending_on_thread => None,
+                (Some(w), None) => Some(Placement::Parent(w.span, "same_thread")),
+                (Some(_), Some(_)) => None,
+                (None, _) if pending_on_thread => Some(Placement::Wait),
+                (None, _) => Some(Placement::Root("nest_no_request")),
             };
+            return placement.unwrap_or_else(|| {
+                self.mode = Mode::Shared;
+                Placement::Root("nest_ambiguous")
+            });
         }
         let mut it = overlapping();
         match (it.next(), it.next()) {
@@ -186,6 +196,10 @@ mod tests {
         }
     }
 
+    fn pr(start_ns: u64, tid: u32) -> PendingRequest {
+        PendingRequest { start_ns, tid }
+    }
+
     fn call(start_ns: u64, end_ns: u64, tid: u32) -> Call {
         Call {
             start_ns,
@@ -199,27 +213,27 @@ mod tests {
         let mut p = Proc::default();
         p.server_done(w(1, 100, 200, 7), None);
         assert_eq!(
-            p.place(call(120, 150, 9), None),
+            p.place(call(120, 150, 9), &[]),
             Placement::Parent([1; 8], "sole_request_in_flight")
         );
         // Another request still in flight that started during the call.
         assert_eq!(
-            p.place(call(120, 150, 9), Some(140)),
+            p.place(call(120, 150, 9), &[pr(140, 3)]),
             Placement::Root("nest_ambiguous")
         );
         // One that starts after the call ended does not matter.
         assert_eq!(
-            p.place(call(120, 150, 9), Some(160)),
+            p.place(call(120, 150, 9), &[pr(160, 3)]),
             Placement::Parent([1; 8], "sole_request_in_flight")
         );
         // Outside every request.
         assert_eq!(
-            p.place(call(250, 260, 9), None),
+            p.place(call(250, 260, 9), &[]),
             Placement::Root("nest_no_request")
         );
         // Overlapping only partly: not the cause.
         assert_eq!(
-            p.place(call(190, 230, 9), None),
+            p.place(call(190, 230, 9), &[]),
             Placement::Root("nest_no_request")
         );
     }
@@ -227,10 +241,10 @@ mod tests {
     #[test]
     fn waits_for_the_enclosing_request() {
         let mut p = Proc::default();
-        assert_eq!(p.place(call(120, 150, 9), Some(100)), Placement::Wait);
+        assert_eq!(p.place(call(120, 150, 9), &[pr(100, 7)]), Placement::Wait);
         p.server_done(w(1, 100, 200, 7), None);
         assert_eq!(
-            p.place(call(120, 150, 9), None),
+            p.place(call(120, 150, 9), &[]),
             Placement::Parent([1; 8], "sole_request_in_flight")
         );
     }
@@ -241,7 +255,7 @@ mod tests {
         p.server_done(w(1, 100, 200, 7), None);
         p.server_done(w(2, 110, 210, 8), None);
         assert_eq!(
-            p.place(call(120, 150, 7), None),
+            p.place(call(120, 150, 7), &[]),
             Placement::Root("nest_ambiguous")
         );
     }
@@ -249,6 +263,7 @@ mod tests {
     #[test]
     fn thread_per_request_learnt_then_exact() {
         let mut p = Proc::default();
+        assert_eq!(p.mode, Mode::Learning(0));
         for i in 0..TRUST_AFTER as u64 {
             p.server_done(w(9, i * 10, i * 10 + 5, 7), Some(7));
         }
@@ -256,13 +271,18 @@ mod tests {
         p.server_done(w(1, 100, 200, 7), Some(7));
         p.server_done(w(2, 110, 210, 8), Some(8));
         assert_eq!(
-            p.place(call(120, 150, 8), None),
+            p.place(call(120, 150, 8), &[]),
             Placement::Parent([2; 8], "same_thread")
         );
         // A thread without a request: its enclosing one may still come.
-        assert_eq!(p.place(call(120, 150, 5), Some(115)), Placement::Wait);
+        assert_eq!(p.place(call(120, 150, 5), &[pr(115, 5)]), Placement::Wait);
+        // A request of another thread in flight does not matter.
         assert_eq!(
-            p.place(call(120, 150, 5), None),
+            p.place(call(120, 150, 8), &[pr(115, 9)]),
+            Placement::Parent([2; 8], "same_thread")
+        );
+        assert_eq!(
+            p.place(call(120, 150, 5), &[]),
             Placement::Root("nest_no_request")
         );
     }
@@ -280,6 +300,19 @@ mod tests {
         q.server_done(w(1, 100, 200, 7), Some(7));
         q.server_done(w(2, 150, 250, 7), Some(7));
         assert_eq!(q.mode, Mode::Shared, "two requests at once on one thread");
+        // Learnt as thread-per-request (sequential requests on one event
+        // loop look so), then a request in flight on the call's thread
+        // beside the completed one: no parent, and never again by thread.
+        let mut r = Proc::default();
+        for i in 0..TRUST_AFTER as u64 {
+            r.server_done(w(9, i * 10, i * 10 + 5, 7), Some(7));
+        }
+        r.server_done(w(1, 100, 200, 7), Some(7));
+        assert_eq!(
+            r.place(call(120, 150, 7), &[pr(130, 7)]),
+            Placement::Root("nest_ambiguous")
+        );
+        assert_eq!(r.mode, Mode::Shared);
     }
 
     #[test]
@@ -288,7 +321,7 @@ mod tests {
         p.server_done(w(1, 100, 200, 7), None);
         p.prune(300);
         assert_eq!(
-            p.place(call(150, 160, 7), None),
+            p.place(call(150, 160, 7), &[]),
             Placement::Root("nest_forgotten")
         );
     }

@@ -51,6 +51,13 @@ pub struct DataIn<'a> {
     pub times: EventTimes,
 }
 
+/// An exchange in flight ([`Session::pending_requests`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingRequest {
+    pub start_ns: u64,
+    pub tid: u32,
+}
+
 /// How an exchange (request and response, a call, a statement) ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -192,14 +199,12 @@ pub trait Session: Send {
     fn close(&mut self, now_ns: u64, emit: &mut Emit<'_>);
     /// No exchange in progress (the connection may be forgotten when idle).
     fn is_idle(&self) -> bool;
-    /// Kernel monotonic start of the oldest exchange still awaiting its end
-    /// (a server request not yet answered), for in-process nesting: a
-    /// client call cannot be given a parent while a server request that
-    /// may enclose it is in flight. Every protocol implements it; `None`:
-    /// nothing in flight.
-    fn oldest_pending_start(&self) -> Option<u64> {
-        None
-    }
+    /// The exchanges still awaiting their end (server requests not yet
+    /// answered): kernel monotonic start and the thread that read them, for
+    /// in-process nesting (a client call is given no parent while a server
+    /// request that may enclose it is in flight). Every protocol implements
+    /// it; the default reports nothing.
+    fn pending_requests(&self, _out: &mut Vec<PendingRequest>) {}
     /// After [`Next::Switch`]: the state the next protocol's session needs.
     fn take_handover(&mut self) -> Option<Handover> {
         None

@@ -18,7 +18,7 @@
 //! measurements of a process go to one overflow series carrying
 //! `otel.metric.overflow="true"` (as the OpenTelemetry SDKs' cardinality
 //! limit does), counted in `agent_red_series_overflow_total{metric}`. A
-//! process's series are removed when it exits.
+//! process's series are removed five minutes after it exits.
 
 pub mod expose;
 pub mod graph;
@@ -45,6 +45,9 @@ use crate::{
         route::RouteTable,
     },
 };
+
+/// How long the series of an exited process are kept.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The duration metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -324,6 +327,8 @@ pub struct RedRecorder {
     overflow: HashMap<(u8, u64), Arc<Histogram>>,
     counts: [usize; 5],
     route_overflow_seen: u64,
+    /// Processes that exited, with when.
+    exited: std::collections::VecDeque<(u64, u64)>,
     pub graph: graph::GraphRecorder,
     clock_unix_ns: fn() -> u64,
 }
@@ -350,6 +355,7 @@ impl RedRecorder {
             overflow: HashMap::default(),
             counts: [0; 5],
             route_overflow_seen: 0,
+            exited: std::collections::VecDeque::new(),
             clock_unix_ns: wall_now_ns,
         }
     }
@@ -747,8 +753,29 @@ impl RedRecorder {
         });
     }
 
-    /// A process exited: its series are removed (they stop being exposed
-    /// and exported).
+    /// A process exited: its series are removed after [`LINGER`] (so that
+    /// a short-lived client's last requests are still scraped and exported).
+    pub fn process_exited(&mut self, resource_key: u64) {
+        if self.procs.contains_key(&resource_key) {
+            self.exited
+                .push_back(((self.clock_unix_ns)(), resource_key));
+        }
+    }
+
+    /// Removes the series of processes that exited [`LINGER`] ago.
+    pub fn tick(&mut self) {
+        let now = (self.clock_unix_ns)();
+        while let Some(&(at, key)) = self.exited.front() {
+            if now.saturating_sub(at) < LINGER.as_nanos() as u64 {
+                break;
+            }
+            self.exited.pop_front();
+            self.forget_process(key);
+        }
+    }
+
+    /// Removes a process's series at once (they stop being exposed and
+    /// exported).
     pub fn forget_process(&mut self, resource_key: u64) {
         if self.procs.remove(&resource_key).is_none() {
             return;

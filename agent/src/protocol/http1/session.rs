@@ -238,13 +238,18 @@ impl Http1Session {
         }
     }
 
-    /// Start of the oldest request awaiting (the end of) its response.
-    pub fn oldest_pending_start(&self) -> Option<u64> {
-        let queued = self.state.pending.front().map(|p| p.start_ns);
-        let begun = self.state.request_begun.map(|b| b.start_ns);
-        match (queued, begun) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    /// The requests awaiting (the end of) their responses.
+    pub fn pending_requests(&self, out: &mut Vec<crate::protocol::PendingRequest>) {
+        use crate::protocol::PendingRequest;
+        out.extend(self.state.pending.iter().map(|p| PendingRequest {
+            start_ns: p.start_ns,
+            tid: p.tid,
+        }));
+        if let Some(b) = self.state.request_begun {
+            out.push(PendingRequest {
+                start_ns: b.start_ns,
+                tid: b.tid,
+            });
         }
     }
 

@@ -389,9 +389,17 @@ impl Http2Session {
     /// No stream in flight, nothing partly parsed, and no HPACK state worth
     /// keeping (a connection whose dynamic tables are known is kept: losing
     /// them makes later headers unresolvable).
-    /// Start of the oldest stream awaiting the end of its response.
-    pub fn oldest_pending_start(&self) -> Option<u64> {
-        self.st.streams.values().map(|s| s.start_ns).min()
+    /// The streams awaiting the end of their responses.
+    pub fn pending_requests(&self, out: &mut Vec<crate::protocol::PendingRequest>) {
+        out.extend(
+            self.st
+                .streams
+                .values()
+                .map(|s| crate::protocol::PendingRequest {
+                    start_ns: s.start_ns,
+                    tid: s.tid,
+                }),
+        );
     }
 
     pub fn is_idle(&self) -> bool {

@@ -147,8 +147,8 @@ impl Session for PgConn {
         self.session.is_idle()
     }
 
-    fn oldest_pending_start(&self) -> Option<u64> {
-        self.session.oldest_pending_start()
+    fn pending_requests(&self, out: &mut Vec<crate::protocol::PendingRequest>) {
+        self.session.pending_requests(out);
     }
 }
 

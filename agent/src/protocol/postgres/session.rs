@@ -490,13 +490,19 @@ impl PgSession {
     /// Nothing in flight and nothing worth keeping: a connection that
     /// holds prepared statements is not idle (forgetting it would turn
     /// their later Executes into unknown-text statements).
-    /// Start of the oldest statement awaiting its answer.
-    pub fn oldest_pending_start(&self) -> Option<u64> {
-        self.st.units.iter().find_map(|u| match u {
-            Unit::Execute(e) => Some(e.start_ns),
-            Unit::Query(q) if q.stmts.len() > q.done => Some(q.start_ns),
+    /// The statements awaiting their answers.
+    pub fn pending_requests(&self, out: &mut Vec<crate::protocol::PendingRequest>) {
+        out.extend(self.st.units.iter().filter_map(|u| match u {
+            Unit::Execute(e) => Some(crate::protocol::PendingRequest {
+                start_ns: e.start_ns,
+                tid: e.tid,
+            }),
+            Unit::Query(q) if q.stmts.len() > q.done => Some(crate::protocol::PendingRequest {
+                start_ns: q.start_ns,
+                tid: q.tid,
+            }),
             _ => None,
-        })
+        }));
     }
 
     pub fn is_idle(&self) -> bool {
