@@ -68,6 +68,16 @@ pub enum Stack {
     Grpcio,
 }
 
+/// Starts the tonic echo server with its `echo.Echo/Query` method backed by
+/// a PostgreSQL connection (`conninfo`, made at start).
+pub fn start_tonic_with_postgres(bin: &Path, conninfo: &str) -> ServerProcess {
+    let dir = tempdir("agent-tests-grpc-server-");
+    let mut cmd = Command::new(bin);
+    cmd.args(["server", "--pg", conninfo]);
+    cmd.env_remove("OTEL_SERVICE_NAME");
+    ServerProcess::spawn_listening(cmd, "tonic grpc_echo server (PostgreSQL)", dir)
+}
+
 /// Starts an echo server of `stack` (`bin` is the `grpc_echo` binary).
 pub fn start_server(stack: Stack, bin: &Path) -> ServerProcess {
     let dir = tempdir("agent-tests-grpc-server-");

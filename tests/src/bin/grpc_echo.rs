@@ -10,6 +10,10 @@
 //!   ClientStream  answers with the last message and the count in `n`
 //!   Bidi          echoes every message
 //!   Fail          fails with NOT_FOUND ("no such thing")
+//!   Query         (with `--pg CONNINFO`) runs `SELECT $1::int4 + 1` with
+//!                 the message's `n` on the server's PostgreSQL connection
+//!                 (tokio-postgres) and answers the result in `n`; a
+//!                 negative-looking `n` (>= 2^31) divides by zero: INTERNAL
 //! and every other method is UNIMPLEMENTED (tonic's default).
 //!
 //! `grpc_echo client --addr HOST:PORT [PLAN...]` runs plan steps on ONE
@@ -17,7 +21,7 @@
 //! steps from stdin, one per line, answering `OK <calls> <failures>` after
 //! each (so a test can keep the connection open). Steps:
 //!   unary N | server_stream N | client_stream N | bidi N | fail N |
-//!   missing N | concurrent N (N unary calls at once) | sleep MS
+//!   missing N | query N | concurrent N (N unary calls at once) | sleep MS
 //!
 //! `grpc_echo load --addr HOST:PORT --concurrency C --seconds S
 //! [--connections K]` runs unary calls at maximum rate and prints
@@ -117,9 +121,38 @@ impl StreamingService<EchoMsg> for Bidi {
     }
 }
 
+/// `echo.Echo/Query`: one statement on the server's PostgreSQL connection.
+struct Query(Arc<tokio_postgres::Client>);
+impl UnaryService<EchoMsg> for Query {
+    type Response = EchoMsg;
+    type Future = BoxFuture<Response<EchoMsg>, Status>;
+    fn call(&mut self, req: Request<EchoMsg>) -> Self::Future {
+        let pg = Arc::clone(&self.0);
+        Box::pin(async move {
+            let n = req.into_inner().n;
+            let sql = if n >= 1 << 31 {
+                "SELECT $1::int4 / 0"
+            } else {
+                "SELECT $1::int4 + 1"
+            };
+            let row = pg
+                .query_one(sql, &[&((n & 0x7fff_ffff) as i32)])
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let v: i32 = row.get(0);
+            Ok(Response::new(EchoMsg {
+                payload: Vec::new(),
+                n: v as u32,
+            }))
+        })
+    }
+}
+
 /// The `echo.Echo` service, routed by path as tonic's codegen would.
 #[derive(Clone)]
-struct EchoServer;
+struct EchoServer {
+    pg: Option<Arc<tokio_postgres::Client>>,
+}
 
 impl NamedService for EchoServer {
     const NAME: &'static str = "echo.Echo";
@@ -140,6 +173,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let path = req.uri().path().to_string();
+        let pg = self.pg.clone();
         Box::pin(async move {
             let mut grpc = Grpc::new(ProstCodec::<EchoMsg, EchoMsg>::default());
             Ok(match path.as_str() {
@@ -148,6 +182,10 @@ where
                 "/echo.Echo/ServerStream" => grpc.server_streaming(ServerStream, req).await,
                 "/echo.Echo/ClientStream" => grpc.client_streaming(ClientStream, req).await,
                 "/echo.Echo/Bidi" => grpc.streaming(Bidi, req).await,
+                "/echo.Echo/Query" if pg.is_some() => {
+                    let pg = pg.expect("checked");
+                    grpc.unary(Query(pg), req).await
+                }
                 _ => Status::unimplemented("no such method").into_http(),
             })
         })
@@ -169,11 +207,25 @@ async fn server(args: &[String]) {
         .await
         .expect("bind");
     let port = listener.local_addr().expect("local addr").port();
+    let pg = match arg(args, "--pg") {
+        Some(conninfo) => {
+            let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+                .await
+                .expect("connect to PostgreSQL");
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    eprintln!("PostgreSQL connection: {e}");
+                }
+            });
+            Some(Arc::new(client))
+        }
+        None => None,
+    };
     println!("LISTENING {port}");
     let _ = std::io::stdout().flush();
     let incoming = tonic::codegen::tokio_stream::wrappers::TcpListenerStream::new(listener);
     Server::builder()
-        .add_service(EchoServer)
+        .add_service(EchoServer { pg })
         .serve_with_incoming(incoming)
         .await
         .expect("serve");
@@ -228,6 +280,26 @@ async fn step(c: &mut Client, line: &str) -> (u64, u64) {
         "missing" => {
             for i in 0..n {
                 count(unary(c, "/echo.Echo/Missing", i).await);
+            }
+        }
+        "query" | "query_fail" => {
+            for i in 0..n {
+                let mut m = msg(i);
+                m.n = if what == "query" { i as u32 } else { 1 << 31 };
+                let r = async {
+                    c.ready()
+                        .await
+                        .map_err(|e| Status::unknown(e.to_string()))?;
+                    c.unary(
+                        Request::new(m),
+                        PathAndQuery::from_static("/echo.Echo/Query"),
+                        ProstCodec::<EchoMsg, EchoMsg>::default(),
+                    )
+                    .await
+                    .map(|_: Response<EchoMsg>| ())
+                }
+                .await;
+                count(r);
             }
         }
         "server_stream" => {
