@@ -38,7 +38,12 @@ fn grpc_client_server_postgres_one_trace_per_call() {
     // start.
     let server = start_tonic_with_postgres(&bins.grpc_echo, &pg.conninfo("grpc-echo"));
     let n = 5;
-    let client = run_client(Stack::Tonic, &bins.grpc_echo, server.port, &format!("query {n}"));
+    let client = run_client(
+        Stack::Tonic,
+        &bins.grpc_echo,
+        server.port,
+        &format!("query {n}"),
+    );
     assert_eq!((client.calls, client.failures), (n as u64, 0));
     let (cp, sp) = ([client.pid], [server.pid]);
     let involved = |spans: &[ReceivedSpan]| -> Vec<ReceivedSpan> {
@@ -116,10 +121,23 @@ fn grpc_client_server_postgres_one_trace_per_call() {
         (count(&t, "db_client_operation_duration_seconds", &sp, &[]) >= n).then_some(t)
     })
     .unwrap_or_else(|| agent.metrics_text());
-    let method = [("rpc_method", "echo.Echo/Query"), ("rpc_response_status_code", "OK")];
+    let method = [
+        ("rpc_method", "echo.Echo/Query"),
+        ("rpc_response_status_code", "OK"),
+    ];
     for (m, pids, labels, what) in [
-        ("rpc_server_call_duration_seconds", &sp[..], &method[..], "rpc server"),
-        ("rpc_client_call_duration_seconds", &cp[..], &method[..], "rpc client"),
+        (
+            "rpc_server_call_duration_seconds",
+            &sp[..],
+            &method[..],
+            "rpc server",
+        ),
+        (
+            "rpc_client_call_duration_seconds",
+            &cp[..],
+            &method[..],
+            "rpc client",
+        ),
         (
             "db_client_operation_duration_seconds",
             &sp[..],
@@ -139,7 +157,10 @@ fn grpc_client_server_postgres_one_trace_per_call() {
             ));
         }
     }
-    for (c, s) in [("grpc_echo", "grpc_echo"), ("grpc_echo", backend_service.as_str())] {
+    for (c, s) in [
+        ("grpc_echo", "grpc_echo"),
+        ("grpc_echo", backend_service.as_str()),
+    ] {
         let got = prom::sum_with_labels(
             &text,
             "traces_service_graph_request_total",
@@ -163,7 +184,9 @@ fn grpc_client_server_postgres_one_trace_per_call() {
         (c as usize >= n).then_some(c)
     });
     if otlp != Some(n as u64) {
-        problems.push(format!("OTLP db.client.operation.duration count {otlp:?}, want {n}"));
+        problems.push(format!(
+            "OTLP db.client.operation.duration count {otlp:?}, want {n}"
+        ));
     }
     let otlp_rpc = otlp_histogram_count(
         &rx.metrics_requests(),
@@ -172,7 +195,9 @@ fn grpc_client_server_postgres_one_trace_per_call() {
         &[("rpc.method", "echo.Echo/Query")],
     );
     if otlp_rpc != Some(n as u64) {
-        problems.push(format!("OTLP rpc.server.call.duration count {otlp_rpc:?}, want {n}"));
+        problems.push(format!(
+            "OTLP rpc.server.call.duration count {otlp_rpc:?}, want {n}"
+        ));
     }
     agent.assert_alive();
     assert_no_problems("gRPC -> server -> PostgreSQL", &problems, &spans);

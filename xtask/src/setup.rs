@@ -41,9 +41,14 @@ const APT_PACKAGES: &[&str] = &[
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
 /// PyPI packages for the gRPC and h2c tests (grpcio; hypercorn, an ASGI
-/// server that accepts `Upgrade: h2c`), installed into a venv at
-/// `target/grpc-venv` (Debian's Python is externally managed).
-const PIP_PACKAGES: &[&str] = &["grpcio==1.85.3", "hypercorn==0.18.0"];
+/// server that accepts `Upgrade: h2c`) and the trace-context test (the
+/// OpenTelemetry SDK, a client that sends `traceparent`), installed into a
+/// venv at `target/grpc-venv` (Debian's Python is externally managed).
+const PIP_PACKAGES: &[&str] = &[
+    "grpcio==1.85.3",
+    "hypercorn==0.18.0",
+    "opentelemetry-sdk==1.45.2",
+];
 
 /// The venv the gRPC tests run their grpcio peers with (see
 /// `tests/src/grpc.rs`).
@@ -83,7 +88,8 @@ fn kubernetes_validate() -> Result<()> {
 fn grpc_venv() -> Result<()> {
     let venv = crate::workspace_root().join(GRPC_VENV);
     let python = venv.join("bin/python");
-    if quiet(Command::new(&python).args(["-c", "import grpc, hypercorn"])) {
+    if quiet(Command::new(&python).args(["-c", "import grpc, hypercorn, opentelemetry.sdk.trace"]))
+    {
         return Ok(());
     }
     eprintln!("setup: installing {PIP_PACKAGES:?} into {}", venv.display());

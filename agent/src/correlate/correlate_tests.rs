@@ -405,3 +405,40 @@ fn disabled_passes_spans_through() {
     );
     assert_eq!(h.flush().len(), 1);
 }
+
+#[test]
+fn a_call_with_its_own_traceparent_keeps_it_a_forwarded_one_nests() {
+    let mut h = H::new();
+    let joined = |s: &mut SpanRecord, parent: u8| {
+        s.trace_id = [9; 16];
+        s.parent_span_id = [parent; 8];
+        s.parent_is_remote = true;
+    };
+    let mut server = sp(5, "proxy", SpanKind::Server, (8080, 42_000), 0, (1, 10), 8);
+    joined(&mut server, 4);
+    let sid = server.span_id;
+    // Forwarded by a proxy: the same header on the outgoing request.
+    let mut forwarded = sp(5, "proxy", SpanKind::Client, (41_000, 9000), 0, (3, 6), 8);
+    joined(&mut forwarded, 4);
+    let fid = forwarded.span_id;
+    h.c.accept(forwarded, None);
+    h.c.accept(server, Some(8));
+    let out = h.flush();
+    let f = out.iter().find(|s| s.span_id == fid).unwrap();
+    assert_eq!(f.parent_span_id, sid);
+    assert!(!f.parent_is_remote);
+    // An instrumented application's own context: kept.
+    let mut server = sp(6, "app", SpanKind::Server, (8080, 42_001), 0, (20, 30), 8);
+    joined(&mut server, 4);
+    let mut own = sp(6, "app", SpanKind::Client, (41_001, 9000), 0, (22, 25), 8);
+    joined(&mut own, 7);
+    let oid = own.span_id;
+    h.c.accept(own, None);
+    h.c.accept(server, Some(8));
+    let out = h.flush();
+    let o = out.iter().find(|s| s.span_id == oid).unwrap();
+    assert_eq!(o.parent_span_id, [7; 8]);
+    assert!(o.parent_is_remote);
+    assert_eq!(o.trace_id, [9; 16]);
+    assert_eq!(h.event("nest_explicit_context"), 1);
+}

@@ -135,6 +135,7 @@ pub const EVENTS: &[&str] = &[
     "nest_no_request",
     "nest_forgotten",
     "nest_timeout",
+    "nest_explicit_context",
     "parent_forgotten",
     "hold_overflow",
 ];
@@ -149,8 +150,9 @@ impl Counters {
                  client call made the child of the request its process handled, by rule), \
                  stitch_timeout / nest_timeout (released without the parent it waited for), \
                  stitch_refused_*, nest_ambiguous, nest_no_request, nest_forgotten (no parent \
-                 given), parent_forgotten, stitch_duplicate, hold_overflow (too many spans \
-                 held: released early).",
+                 given), nest_explicit_context (a call that carried its own traceparent keeps \
+                 it), parent_forgotten, stitch_duplicate, hold_overflow (too many spans held: \
+                 released early).",
             ),
             &["event"],
         )
@@ -333,6 +335,7 @@ impl Correlator {
                 start_ns: c.start_ns,
                 end_ns: c.end_ns,
                 tid: c.tid,
+                joined: stitch::joined(span),
             },
             write_tid,
         );
@@ -442,11 +445,6 @@ impl Correlator {
         } else {
             self.red.edge_virtual(&node.span);
         }
-        if node.span.parent_is_remote {
-            // The request carried a traceparent: its parent is known.
-            node.link = Link::Root;
-            return;
-        }
         let pid = node.span.resource.info.pid;
         self.procs.entry(pid).or_default().held.push(id);
         self.holding.insert(pid);
@@ -550,6 +548,15 @@ impl Correlator {
                         p.held.push(id);
                     }
                     Placement::Wait => decisions.push((id, Placement::Root("nest_timeout"))),
+                    // A call with its own traceparent keeps the parent it
+                    // names, unless the enclosing request carried the same
+                    // (forwarded by a proxy).
+                    Placement::Parent(parent, _)
+                        if n.span.parent_is_remote
+                            && p.joined_of(parent) != stitch::joined(&n.span) =>
+                    {
+                        decisions.push((id, Placement::Root("nest_explicit_context")));
+                    }
                     other => decisions.push((id, other)),
                 }
             }

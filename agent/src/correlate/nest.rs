@@ -20,6 +20,11 @@
 //!   flight at any moment of the call, and its window contains the call.
 //!   With two or more, there is no parent (counted `nest_ambiguous`).
 //!
+//! A client call that carries a `traceparent` keeps the parent it names
+//! (an instrumented application made it), unless its enclosing request
+//! carried the very same one (a proxy forwarded the header): then it nests
+//! like the others.
+//!
 //! Limits, stated: a call made by background work of the process (a pool's
 //! health check, a timer) while exactly one request is in flight is taken
 //! for that request's; a request handed to another thread inside a
@@ -56,6 +61,8 @@ pub struct Window {
     pub start_ns: u64,
     pub end_ns: u64,
     pub tid: u32,
+    /// The request's incoming trace context, if it carried one.
+    pub joined: Option<super::stitch::Joined>,
 }
 
 /// A client call to place.
@@ -127,6 +134,15 @@ impl Proc {
         self.windows.push_back(w);
     }
 
+    /// The incoming trace context of the server request `span`.
+    pub fn joined_of(&self, span: SpanId) -> Option<super::stitch::Joined> {
+        self.windows
+            .iter()
+            .rev()
+            .find(|w| w.span == span)
+            .and_then(|w| w.joined)
+    }
+
     /// Forgets windows that ended before `horizon_ns`.
     pub fn prune(&mut self, horizon_ns: u64) {
         while let Some(w) = self.windows.front() {
@@ -193,6 +209,7 @@ mod tests {
             start_ns,
             end_ns,
             tid,
+            joined: None,
         }
     }
 
