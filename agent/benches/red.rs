@@ -30,7 +30,10 @@ use agent::{
 
 fn resource(pid: u32, name: &str) -> Arc<ProcessResource> {
     let host = HostInfo::detect(Path::new("/"));
-    Arc::new(ProcessResource::new(ProcessInfo::fallback(pid, name), &host))
+    Arc::new(ProcessResource::new(
+        ProcessInfo::fallback(pid, name),
+        &host,
+    ))
 }
 
 fn span(res: &Arc<ProcessResource>, kind: SpanKind, path: &str, port: u16, seq: u64) -> SpanRecord {
@@ -106,7 +109,15 @@ fn main() {
     let web = resource(100, "web");
     let curl = resource(200, "wrk");
     let server_spans: Vec<SpanRecord> = (0..64)
-        .map(|i| span(&web, SpanKind::Server, &format!("/users/{}/orders", 1000 + i), 40_000, i))
+        .map(|i| {
+            span(
+                &web,
+                SpanKind::Server,
+                &format!("/users/{}/orders", 1000 + i),
+                40_000,
+                i,
+            )
+        })
         .collect();
     let client_spans: Vec<SpanRecord> = (0..64)
         .map(|i| span(&curl, SpanKind::Client, "", 40_000, i))
@@ -117,16 +128,26 @@ fn main() {
     });
 
     let mut red = RedRecorder::new(RedShared::new(), RedLimits::default());
-    time("RED: HTTP server span (route template + series)", n, clone, |i| {
-        let mut s = server_spans[(i % 64) as usize].clone();
-        red.record(&mut s);
-        black_box(s);
-    });
-    time("RED: HTTP client span (interned address + series)", n, clone, |i| {
-        let mut s = client_spans[(i % 64) as usize].clone();
-        red.record(&mut s);
-        black_box(s);
-    });
+    time(
+        "RED: HTTP server span (route template + series)",
+        n,
+        clone,
+        |i| {
+            let mut s = server_spans[(i % 64) as usize].clone();
+            red.record(&mut s);
+            black_box(s);
+        },
+    );
+    time(
+        "RED: HTTP client span (interned address + series)",
+        n,
+        clone,
+        |i| {
+            let mut s = client_spans[(i % 64) as usize].clone();
+            red.record(&mut s);
+            black_box(s);
+        },
+    );
 
     // A stitched pair through the whole stage: the server span held, the
     // client span matched, the tree released to the queue.

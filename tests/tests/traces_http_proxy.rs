@@ -154,14 +154,14 @@ fn curl_nginx_python_one_trace_per_request_and_red_metrics() {
     let nginx_server = spans
         .iter()
         .find(|s| s.kind == SpanKind::Server && s.pid().is_some_and(|p| workers.contains(&p)));
-    if let Some(s) = nginx_server {
-        if s.name != "GET /api/users/{id}" || s.attr_str("http.route") != Some("/api/users/{id}") {
-            problems.push(format!(
-                "nginx span name {:?} route {:?}",
-                s.name,
-                s.attr_str("http.route")
-            ));
-        }
+    if let Some(s) = nginx_server
+        && (s.name != "GET /api/users/{id}" || s.attr_str("http.route") != Some("/api/users/{id}"))
+    {
+        problems.push(format!(
+            "nginx span name {:?} route {:?}",
+            s.name,
+            s.attr_str("http.route")
+        ));
     }
     let backend_name = spans
         .iter()

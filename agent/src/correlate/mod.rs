@@ -446,7 +446,9 @@ impl Correlator {
             self.red.edge_virtual(&node.span);
         }
         let pid = node.span.resource.info.pid;
-        self.procs.entry(pid).or_default().held.push(id);
+        let p = self.procs.entry(pid).or_default();
+        p.held.push(id);
+        p.calls = true;
         self.holding.insert(pid);
     }
 
@@ -676,8 +678,23 @@ impl Correlator {
             if let Some(m) = n.method {
                 n.span.attributes.push(KeyValue::new(PARENT_ATTR, m));
             }
-            self.released.insert(*id, released);
-            self.released_order.push_back((now, *id));
+            // Remembered only when a child may still come: a server span
+            // of a process that makes calls (a call placed late), a client
+            // span whose server span has not come yet.
+            let remember = match n.span.kind {
+                SpanKind::Server => self
+                    .procs
+                    .get(&n.span.resource.info.pid)
+                    .is_some_and(|p| p.calls),
+                SpanKind::Client => self
+                    .early
+                    .get(&stitch::key_of(&n.span))
+                    .is_some_and(|e| e.span_id == *id),
+            };
+            if remember {
+                self.released.insert(*id, released);
+                self.released_order.push_back((now, *id));
+            }
             counter.inc();
             if keep {
                 self.queue.push(n.span);

@@ -87,6 +87,9 @@ pub struct Proc {
     pub windows: VecDeque<Window>,
     /// Client spans waiting to be placed.
     pub held: Vec<SpanId>,
+    /// The process made client calls (its released server spans are
+    /// remembered for calls placed late).
+    pub calls: bool,
     pub mode: Mode,
     /// End of the latest window dropped (bound or age): calls starting
     /// before it cannot be decided.
@@ -98,6 +101,7 @@ impl Default for Proc {
         Self {
             windows: VecDeque::new(),
             held: Vec::new(),
+            calls: false,
             mode: Mode::Learning(0),
             forgotten_until: 0,
         }
