@@ -42,12 +42,14 @@ pub const TAIL_BYTES: usize = 64;
 /// Bytes of payload the kernel looks at to classify a connection's protocol.
 pub const CLASSIFY_BYTES: usize = 16;
 
-/// Maximum number of iovecs copied from one readv/writev/recvmsg/sendmsg.
-/// gRPC C core writes every HTTP/2 frame (and message) as iovecs of their
-/// own (six per unary response): its first write on a connection has more
-/// than 8. More (a write of many coalesced responses) are counted as
-/// `iovecs_skipped` and their bytes are a gap: 64 made the verifier too slow.
-pub const MAX_IOVECS: usize = 32;
+/// Maximum number of iovecs looked at in one readv/writev/recvmsg/sendmsg:
+/// Linux's `IOV_MAX`, so in practice all of them (copying stops anyway at
+/// `capture_bytes`). gRPC's C core writes every HTTP/2 frame and message as
+/// iovecs of their own, six per unary response, and coalesces concurrent
+/// calls into one write of a few hundred. The copy loop is `bpf_loop`
+/// (kernel 5.17+), so the bound costs the verifier nothing; an unrolled
+/// loop of 64 had been too much for it.
+pub const MAX_IOVECS: usize = 1024;
 
 /// Capacity of the kernel's set of processes already described to
 /// userspace (an LRU: an evicted process is described again).

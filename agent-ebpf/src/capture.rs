@@ -373,17 +373,18 @@ fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64, now: u64) {
     let mut total = ret;
     let io = inflight.io;
     let dst = scratch.payload.as_mut_ptr();
-    let captured = if io == IoKind::Buf as u8 {
-        copy_user(dst, inflight.ptr, min(total, cap))
+    // Where the payload is: one buffer, or an iovec array (readv/writev
+    // directly, recvmsg/sendmsg/mmsg through their msghdr).
+    let mut segments: Option<(u64, u64)> = None;
+    let mut single = false;
+    if io == IoKind::Buf as u8 {
+        single = true;
     } else if io == IoKind::Iov as u8 {
-        copy_iovecs(dst, inflight.ptr, inflight.len, min(total, cap))
+        segments = Some((inflight.ptr, inflight.len));
     } else if io == IoKind::Msg as u8 {
-        match msg_iov(inflight.ptr) {
-            Some((iov, iovcnt)) => copy_iovecs(dst, iov, iovcnt, min(total, cap)),
-            None => {
-                flags |= DataFlags::READ_FAULT;
-                0
-            }
+        segments = msg_iov(inflight.ptr);
+        if segments.is_none() {
+            flags |= DataFlags::READ_FAULT;
         }
     } else if io == IoKind::Mmsg as u8 {
         // `ret` counts messages. Capture the first one (TCP code paths
@@ -393,12 +394,16 @@ fn emit_data(inflight: &Inflight, pid_tgid: u64, ret: u64, sk: u64, now: u64) {
         }
         let first_len: u32 = uread(inflight.ptr + 56).unwrap_or(0);
         total = u64::from(first_len);
-        match msg_iov(inflight.ptr) {
-            Some((iov, iovcnt)) => copy_iovecs(dst, iov, iovcnt, min(total, cap)),
-            None => 0,
-        }
+        segments = msg_iov(inflight.ptr);
     } else {
         flags |= DataFlags::NO_PAYLOAD;
+    }
+    let want = min(total, cap);
+    let captured = if single {
+        copy_user(dst, inflight.ptr, want)
+    } else if let Some((iov, iovcnt)) = segments {
+        copy_iovecs(iov, iovcnt, want)
+    } else {
         0
     };
     let mut captured = captured;
@@ -512,49 +517,96 @@ fn copy_user(dst: *mut u8, src: u64, want: u64) -> u32 {
     n
 }
 
+/// State of one iovec copy, shared with the `bpf_loop` callback.
+#[repr(C)]
+struct IovCopy {
+    iov: u64,
+    iovcnt: u64,
+    want: u32,
+    off: u32,
+    /// Iovecs looked at.
+    done: u32,
+    faulted: u32,
+}
+
 /// Copies up to `want` bytes from the first [`MAX_IOVECS`] of a user iovec
-/// array, in order.
+/// array, in order, into the per-CPU scratch payload. The loop is
+/// `bpf_loop` (kernel 5.17+): the verifier checks the step once, however
+/// many iovecs a syscall has — gRPC's C core writes each frame as an iovec
+/// of its own, so one write of many coalesced calls has well over a
+/// hundred, more than an unrolled loop the verifier accepts.
 #[inline(always)]
-fn copy_iovecs(dst: *mut u8, iov: u64, iovcnt: u64, want: u64) -> u32 {
-    let want = min(want, MAX_CAPTURE_BYTES as u64) as u32;
-    let mut off: u32 = 0;
-    let mut i = 0usize;
-    while i < MAX_IOVECS {
-        if i as u64 >= iovcnt || off >= want {
-            break;
-        }
-        let Some(seg) = uread::<[u64; 2]>(iov + 16 * i as u64) else {
-            break;
-        };
-        let mut chunk = want - off;
-        if seg[1] < u64::from(chunk) {
-            chunk = seg[1] as u32;
-        }
-        if chunk > MAX_CAPTURE_BYTES as u32 {
-            chunk = MAX_CAPTURE_BYTES as u32;
-        }
-        // off < want <= MAX_CAPTURE_BYTES, so the mask changes nothing but
-        // gives the verifier the bound: off + chunk < 2 * MAX_CAPTURE_BYTES.
-        let at = opaque(off) & (MAX_CAPTURE_BYTES as u32 - 1);
-        if chunk > 0 {
-            // SAFETY: at + chunk < 2 * MAX_CAPTURE_BYTES = room in dst.
-            let rc = unsafe {
-                generated::bpf_probe_read_user(
-                    dst.add(at as usize).cast(),
-                    chunk,
-                    seg[0] as *const _,
-                )
-            };
-            if rc != 0 {
-                count(Counter::ReadFault);
-                return at;
-            }
-        }
-        off = at + chunk;
-        i += 1;
+fn copy_iovecs(iov: u64, iovcnt: u64, want: u64) -> u32 {
+    let mut st = IovCopy {
+        iov,
+        iovcnt,
+        want: min(want, MAX_CAPTURE_BYTES as u64) as u32,
+        off: 0,
+        done: 0,
+        faulted: 0,
+    };
+    let n = if iovcnt < MAX_IOVECS as u64 {
+        iovcnt as u32
+    } else {
+        MAX_IOVECS as u32
+    };
+    // SAFETY: a callback of the signature bpf_loop expects; its context
+    // is this stack frame's `st`, alive for the whole call.
+    unsafe {
+        generated::bpf_loop(
+            n,
+            iov_step as *mut core::ffi::c_void,
+            (&raw mut st).cast(),
+            0,
+        );
     }
-    if i == MAX_IOVECS && (i as u64) < iovcnt && off < want {
+    if st.faulted != 0 {
+        count(Counter::ReadFault);
+    }
+    if u64::from(st.done) < iovcnt && st.off < st.want && st.faulted == 0 {
         count(Counter::IovecsSkipped);
     }
-    off
+    st.off
+}
+
+/// One iovec: appends its first bytes to the scratch payload. Returns 1 to
+/// stop the loop.
+extern "C" fn iov_step(index: u32, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the `IovCopy` copy_iovecs passed.
+    let st = unsafe { &mut *ctx.cast::<IovCopy>() };
+    if st.off >= st.want || u64::from(index) >= st.iovcnt {
+        return 1;
+    }
+    st.done = index + 1;
+    let Some(seg) = uread::<[u64; 2]>(st.iov + 16 * u64::from(index)) else {
+        st.faulted = 1;
+        return 1;
+    };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let mut chunk = st.want - st.off;
+    if seg[1] < u64::from(chunk) {
+        chunk = seg[1] as u32;
+    }
+    if chunk > MAX_CAPTURE_BYTES as u32 {
+        chunk = MAX_CAPTURE_BYTES as u32;
+    }
+    // off < want <= MAX_CAPTURE_BYTES: the mask changes nothing but gives
+    // the verifier the bound off + chunk < 2 * MAX_CAPTURE_BYTES.
+    let at = st.off & (MAX_CAPTURE_BYTES as u32 - 1);
+    if chunk > 0 {
+        // SAFETY: at + chunk < 2 * MAX_CAPTURE_BYTES = room in the scratch
+        // payload; the helper faults safely.
+        let rc = unsafe {
+            let dst = (*scratch).payload.as_mut_ptr().add(at as usize);
+            generated::bpf_probe_read_user(dst.cast(), chunk, seg[0] as *const _)
+        };
+        if rc != 0 {
+            st.faulted = 1;
+            return 1;
+        }
+    }
+    st.off = at + chunk;
+    0
 }

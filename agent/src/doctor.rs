@@ -114,21 +114,24 @@ fn kernel_version() -> Check {
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse::<u32>().ok());
     let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    // bpf_task_pt_regs (the reads' arguments) arrived in 5.15; ring
-    // buffers in 5.8, BTF-typed current task in 5.11.
-    if (major, minor) >= (5, 15) {
+    // bpf_loop (the iovec copy) arrived in 5.17, bpf_task_pt_regs (the
+    // reads' arguments) and BPF perf links in 5.15; ring buffers in 5.8,
+    // BTF-typed current task in 5.11.
+    if (major, minor) >= (5, 17) {
         check(
             "kernel",
             Status::Ok,
-            format!("Linux {release} (>= 5.15)"),
+            format!("Linux {release} (>= 5.17)"),
             "",
         )
     } else {
         check(
             "kernel",
             Status::Fail,
-            format!("Linux {release}: the programs need 5.15 or later (bpf_task_pt_regs)"),
-            "run a kernel >= 5.15 (every current distribution kernel is)",
+            format!(
+                "Linux {release}: the programs need 5.17 or later (bpf_loop, bpf_task_pt_regs)"
+            ),
+            "run a kernel >= 5.17 (current distribution kernels are)",
         )
     }
 }
@@ -390,7 +393,7 @@ fn programs() -> Vec<Check> {
                 "tracepoints",
                 Status::Fail,
                 format!("the programs cannot be loaded or attached: {e}"),
-                "run as root (or with the capabilities above) on a kernel >= 5.15 with BTF; in a container: privileged, or the capabilities and the tracefs mount of deploy/kubernetes",
+                "run as root (or with the capabilities above) on a kernel >= 5.17 with BTF; in a container: privileged, or the capabilities and the tracefs mount of deploy/kubernetes",
             ));
         }
     }
