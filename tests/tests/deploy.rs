@@ -402,7 +402,8 @@ fn container_image_builds_and_runs_with_host_pids() {
         text(&out.stderr)
     );
     assert!(
-        stdout.contains("SERVER GET /from-host/0") && stdout.contains(&format!("[{}]", server.pid)),
+        stdout.contains("SERVER GET /from-host/{id} /from-host/0")
+            && stdout.contains(&format!("[{}]", server.pid)),
         "the containerised agent traced a host process (host pid {}):\n{stdout}\n{}",
         server.pid,
         text(&out.stderr)
