@@ -66,6 +66,7 @@ fn span(res: &Arc<ProcessResource>, kind: SpanKind, path: &str, port: u16, seq: 
             local,
             remote,
             seq,
+            seq_is_stream_id: false,
             tid: 7,
             start_ns: start,
             end_ns: end,

@@ -41,6 +41,10 @@ pub enum Which {
         /// wrk threads.
         #[arg(long, default_value_t = 2)]
         threads: u32,
+        /// A second agent binary (an earlier build, say) run in every round
+        /// too, so that two builds are compared in one interleaved run.
+        #[arg(long)]
+        baseline_agent: Option<PathBuf>,
         /// Where to write the markdown report.
         #[arg(long)]
         output: Option<PathBuf>,
@@ -127,10 +131,17 @@ pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
             duration,
             connections,
             threads,
+            baseline_agent,
             output,
         } => {
             let sink = build_sink(root)?;
-            let report = http(agent, &sink, rounds, duration, connections, threads)?;
+            let load = HttpLoad {
+                rounds,
+                duration,
+                connections,
+                threads,
+            };
+            let report = http(agent, baseline_agent.as_deref(), &sink, &load)?;
             println!("{report}");
             let out = output.unwrap_or_else(|| root.join("target/bench-http.md"));
             fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
@@ -596,14 +607,20 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn http(
-    agent: &Path,
-    sink: &Path,
+struct HttpLoad {
     rounds: u32,
     duration: u32,
     connections: u32,
     threads: u32,
-) -> Result<String> {
+}
+
+fn http(agent: &Path, baseline: Option<&Path>, sink: &Path, load: &HttpLoad) -> Result<String> {
+    let &HttpLoad {
+        rounds,
+        duration,
+        connections,
+        threads,
+    } = load;
     let dir = std::env::temp_dir().join(format!("agent-bench-http-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
@@ -613,6 +630,9 @@ fn http(
 
     let mut rows = Vec::new();
     let mut tput = Vec::new();
+    let mut base_tput = Vec::new();
+    let mut base_cpu = Vec::new();
+    let mut base_capture = Vec::new();
     let mut p99 = Vec::new();
     let mut cpu_per_10k = Vec::new();
     let mut capture = Vec::new();
@@ -620,16 +640,46 @@ fn http(
     let mut rss_max = 0u64;
     let mut lost_total = 0.0;
     let mut dropped_total = 0.0;
+    // The runs of a round, in an order that rotates between rounds.
+    let mut kinds = vec!["bare", "agent"];
+    if baseline.is_some() {
+        kinds.push("baseline");
+    }
     for round in 0..rounds {
-        let agent_first = round % 2 == 1;
-        let (bare, with) = if agent_first {
-            let w = run_with_agent(agent, sink, &dir, &nginx, threads, connections, duration)?;
-            let b = run_wrk(nginx.port, threads, connections, duration)?;
-            (b, w)
-        } else {
-            let b = run_wrk(nginx.port, threads, connections, duration)?;
-            let w = run_with_agent(agent, sink, &dir, &nginx, threads, connections, duration)?;
-            (b, w)
+        let n = kinds.len();
+        let order: Vec<&str> = (0..n).map(|i| kinds[(i + round as usize) % n]).collect();
+        let (mut bare, mut with, mut base) = (None, None, None);
+        for kind in &order {
+            match *kind {
+                "bare" => bare = Some(run_wrk(nginx.port, threads, connections, duration)?),
+                "agent" => {
+                    with = Some(run_with_agent(
+                        agent,
+                        sink,
+                        &dir,
+                        &nginx,
+                        threads,
+                        connections,
+                        duration,
+                    )?);
+                }
+                _ => {
+                    if let Some(b) = baseline {
+                        base = Some(run_with_agent(
+                            b,
+                            sink,
+                            &dir,
+                            &nginx,
+                            threads,
+                            connections,
+                            duration,
+                        )?);
+                    }
+                }
+            }
+        }
+        let (Some(bare), Some(with)) = (bare, with) else {
+            bail!("a round without its runs");
         };
         let ratio = with.wrk.rps / bare.rps;
         let p99_ratio = with.wrk.p99_ms / bare.p99_ms;
@@ -638,10 +688,27 @@ fn http(
         let per_10k = core_share / (with.wrk.rps / 10_000.0) * 100.0;
         let cap = with.server_spans as f64 / with.served as f64;
         let ccap = with.client_spans as f64 / with.served as f64;
+        let base_cell = match &base {
+            Some(b) => {
+                let r = b.wrk.rps / bare.rps;
+                base_tput.push(r);
+                let core_share = b.cpu_s / f64::from(duration);
+                let per_10k = core_share / (b.wrk.rps / 10_000.0) * 100.0;
+                base_cpu.push(per_10k);
+                let cap = b.server_spans as f64 / b.served as f64;
+                base_capture.push(cap);
+                format!(
+                    " {:.0} | {r:.3} | {per_10k:.2} | {:.1} | {cap:.4} |",
+                    b.wrk.rps,
+                    b.peak_rss_kib as f64 / 1024.0
+                )
+            }
+            None => String::new(),
+        };
         rows.push(format!(
-            "| {} | {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.2} | {:.3} | {:.2} | {:.1} | {} | {} | {:.4} | {:.4} |",
+            "| {} | {} | {:.0} | {:.0} | {:.3} |{base_cell} {:.2} | {:.2} | {:.3} | {:.2} | {:.1} | {} | {} | {:.4} | {:.4} |",
             round + 1,
-            if agent_first { "agent, bare" } else { "bare, agent" },
+            order.join(", "),
             bare.rps,
             with.wrk.rps,
             ratio,
@@ -671,12 +738,28 @@ fn http(
     report.push_str(&format!(
         "### HTTP: nginx `return 200`, wrk -t{threads} -c{connections} -d{duration}s, {rounds} interleaved rounds\n\n"
     ));
-    report.push_str(
-        "| round | order | bare req/s | agent req/s | ratio | bare p99 ms | agent p99 ms | p99 ratio \
+    if let Some(b) = baseline {
+        report.push_str(&format!(
+            "The baseline is `{}`, run in every round with the same load.\n\n",
+            b.display()
+        ));
+    }
+    let (base_head, base_rule) = if baseline.is_some() {
+        (
+            " baseline req/s | baseline ratio | baseline CPU % core per 10k req/s | baseline peak RSS MiB | baseline capture (server) |",
+            "---|---|---|---|---|",
+        )
+    } else {
+        ("", "")
+    };
+    report.push_str(&format!(
+        "| round | order | bare req/s | agent req/s | ratio |{base_head} bare p99 ms | agent p99 ms | p99 ratio \
          | agent CPU % core per 10k req/s | agent peak RSS MiB | events lost (not counting truncations) | spans dropped \
          | capture (nginx server spans ÷ requests nginx served) | capture (wrk client spans ÷ requests nginx served) |\n",
-    );
-    report.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    ));
+    report.push_str(&format!(
+        "|---|---|---|---|---|{base_rule}---|---|---|---|---|---|---|---|---|\n"
+    ));
     for r in &rows {
         report.push_str(r);
         report.push('\n');
@@ -684,7 +767,7 @@ fn http(
     report.push_str(&format!(
         "\n**Medians**: throughput ratio {:.3}, p99 ratio {:.3}, agent CPU {:.2} % of a core per 10k req/s, \
          capture ratio {:.4} (server) / {:.4} (client); peak RSS {:.1} MiB; events lost {}; spans dropped {}.\n",
-        median(tput),
+        median(tput.clone()),
         median(p99),
         median(cpu_per_10k),
         median(capture),
@@ -693,5 +776,15 @@ fn http(
         lost_total,
         dropped_total,
     ));
+    if !base_tput.is_empty() {
+        let (a, b) = (median(tput), median(base_tput));
+        report.push_str(&format!(
+            "\n**Against the baseline**: median throughput ratio {a:.3} (agent) vs {b:.3} (baseline): {:+.1} %; \
+             baseline CPU {:.2} % of a core per 10k req/s, capture {:.4} (server).\n",
+            (a / b - 1.0) * 100.0,
+            median(base_cpu),
+            median(base_capture),
+        ));
+    }
     Ok(report)
 }

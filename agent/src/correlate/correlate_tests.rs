@@ -150,14 +150,28 @@ fn client_first_then_its_server() {
     assert_eq!(out[0].trace_id, ctrace);
 }
 
+/// An HTTP/2 span (its `seq` is the stream id, the key).
+fn h2(mut s: SpanRecord) -> SpanRecord {
+    s.correlation.seq_is_stream_id = true;
+    s
+}
+
 #[test]
 fn stitch_refused_and_timed_out() {
     let mut h = H::new();
     h.c.conn_opened(1, (lo(), 40_000), (lo(), 80));
-    // Times that cannot be the same request: the server started after the
-    // client ended.
-    let server = sp(2, "nginx", SpanKind::Server, (80, 40_000), 0, (20, 25), 20);
-    let client = sp(1, "curl", SpanKind::Client, (40_000, 80), 0, (1, 9), 10);
+    // Stream 1 at both ends, with times that cannot be the same request:
+    // the server started after the client ended.
+    let server = h2(sp(
+        2,
+        "nginx",
+        SpanKind::Server,
+        (80, 40_000),
+        1,
+        (20, 25),
+        20,
+    ));
+    let client = h2(sp(1, "curl", SpanKind::Client, (40_000, 80), 1, (1, 9), 10));
     h.c.accept(server, Some(20));
     h.c.accept(client, None);
     let out = h.flush();
@@ -175,6 +189,83 @@ fn stitch_refused_and_timed_out() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].parent_span_id, [0; 8]);
     assert_eq!(h.event("stitch_timeout"), 1);
+}
+
+#[test]
+fn a_lost_record_does_not_unpair_the_rest_of_the_connection() {
+    let mut h = H::new();
+    h.c.conn_opened(1, (lo(), 40_000), (lo(), 80));
+    h.c.conn_opened(1, (lo(), 80), (lo(), 40_000));
+    // Request 0's client end was lost (a full ring buffer): the server
+    // counts one more request than the client from then on.
+    let lost = sp(2, "nginx", SpanKind::Server, (80, 40_000), 0, (2, 8), 20);
+    h.c.accept(lost, Some(20));
+    assert!(h.flush().is_empty(), "waits for its client");
+    let mut pairs = Vec::new();
+    for k in 1..4u64 {
+        let t = k * 10;
+        let server = sp(
+            2,
+            "nginx",
+            SpanKind::Server,
+            (80, 40_000),
+            k,
+            (t + 2, t + 8),
+            20,
+        );
+        let client = sp(
+            1,
+            "wrk",
+            SpanKind::Client,
+            (40_000, 80),
+            k - 1,
+            (t + 1, t + 9),
+            10,
+        );
+        pairs.push((server.span_id, client.span_id));
+        h.c.accept(server, Some(20));
+        h.c.accept(client, None);
+    }
+    let out = h.flush();
+    assert_eq!(out.len(), 7, "everything released, no timeout needed");
+    for (sid, cid) in pairs {
+        let s = out.iter().find(|s| s.span_id == sid).unwrap();
+        assert_eq!(s.parent_span_id, cid, "paired by times despite the counts");
+    }
+    assert_eq!(h.event("stitched"), 3);
+    assert_eq!(
+        h.event("stitch_unmatched"),
+        1,
+        "the lost one let go at once"
+    );
+    assert_eq!(h.event("stitch_timeout"), 0);
+    assert_eq!(h.c.held(), 0);
+}
+
+#[test]
+fn waiting_per_connection_is_bounded() {
+    let mut h = H::new();
+    h.c.conn_opened(1, (lo(), 40_000), (lo(), 80));
+    // Server spans whose clients never come, more than one key may hold.
+    let n = stitch::MAX_WAITING_PER_KEY as u64 + 10;
+    for k in 0..n {
+        let t = k * 10;
+        h.c.accept(
+            sp(
+                2,
+                "nginx",
+                SpanKind::Server,
+                (80, 40_000),
+                k,
+                (t + 2, t + 8),
+                20,
+            ),
+            Some(20),
+        );
+    }
+    assert_eq!(h.flush().len(), 10, "the oldest let go");
+    assert_eq!(h.event("stitch_unmatched"), 10);
+    assert_eq!(h.c.held(), stitch::MAX_WAITING_PER_KEY);
 }
 
 #[test]
@@ -218,6 +309,13 @@ fn nesting_sole_request_in_flight() {
 #[test]
 fn nesting_refused_when_two_requests_overlap() {
     let mut h = H::new();
+    // The call completes first (it is seen first), then both requests.
+    let call = sp(5, "app", SpanKind::Client, (41_000, 5432), 0, (3, 6), 8);
+    let cid = call.span_id;
+    h.pending.insert(5, T0 + MS);
+    h.c.accept(call, None);
+    assert!(h.flush().is_empty(), "a request in flight may enclose it");
+    h.pending.clear();
     h.c.accept(
         sp(5, "app", SpanKind::Server, (8080, 42_000), 0, (1, 10), 8),
         Some(8),
@@ -226,9 +324,6 @@ fn nesting_refused_when_two_requests_overlap() {
         sp(5, "app", SpanKind::Server, (8080, 42_001), 0, (2, 11), 8),
         Some(8),
     );
-    let call = sp(5, "app", SpanKind::Client, (41_000, 5432), 0, (3, 6), 8);
-    let cid = call.span_id;
-    h.c.accept(call, None);
     let out = h.flush();
     assert_eq!(out.len(), 3);
     assert_eq!(
@@ -239,6 +334,29 @@ fn nesting_refused_when_two_requests_overlap() {
         [0; 8]
     );
     assert_eq!(h.event("nest_ambiguous"), 1);
+}
+
+#[test]
+fn requests_before_the_first_call_are_not_kept_but_never_mislead() {
+    let mut h = H::new();
+    // Two requests served before the process ever made a call: their
+    // windows are not kept...
+    h.c.accept(
+        sp(5, "app", SpanKind::Server, (8080, 42_000), 0, (1, 10), 8),
+        Some(8),
+    );
+    // ...so a call seen late (out of order) inside both cannot be given
+    // to the one kept, the other one unknown.
+    let call = sp(5, "app", SpanKind::Client, (41_000, 5432), 0, (3, 6), 9);
+    h.c.accept(call, None);
+    h.c.accept(
+        sp(5, "app", SpanKind::Server, (8080, 42_001), 0, (2, 11), 9),
+        Some(9),
+    );
+    let out = h.flush();
+    assert_eq!(out.len(), 3);
+    assert!(out.iter().all(|s| s.parent_span_id == [0; 8]));
+    assert_eq!(h.event("nest_forgotten"), 1);
 }
 
 #[test]

@@ -26,6 +26,7 @@
 //! counted in `agent_correlation_events_total{event}`.
 
 pub mod nest;
+mod nodes;
 pub mod sample;
 pub mod stitch;
 
@@ -107,6 +108,7 @@ struct Released {
 /// seen first).
 struct EarlyClient {
     span_id: SpanId,
+    seq: u64,
     times: stitch::Times,
     ctx: Option<stitch::Joined>,
     resource: Arc<ProcessResource>,
@@ -129,6 +131,7 @@ pub const EVENTS: &[&str] = &[
     "stitch_refused_times",
     "stitch_refused_trace_context",
     "stitch_duplicate",
+    "stitch_unmatched",
     "nested_same_thread",
     "nested_sole_request_in_flight",
     "nest_ambiguous",
@@ -149,7 +152,8 @@ impl Counters {
                  child of the client span on this host that sent its request), nested_* (a \
                  client call made the child of the request its process handled, by rule), \
                  stitch_timeout / nest_timeout (released without the parent it waited for), \
-                 stitch_refused_*, nest_ambiguous, nest_no_request, nest_forgotten (no parent \
+                 stitch_refused_*, stitch_unmatched (a span waiting for its other end let go: a \
+                 later request on the connection showed that end was lost), nest_ambiguous, nest_no_request, nest_forgotten (no parent \
                  given), nest_explicit_context (a call that carried its own traceparent keeps \
                  it), parent_forgotten, stitch_duplicate, hold_overflow (too many spans held: \
                  released early).",
@@ -198,13 +202,16 @@ pub struct Correlator {
     sampler: Sampler,
     queue: SpanQueue,
     counters: Counters,
-    nodes: HashMap<SpanId, Node>,
+    nodes: nodes::Slab<Node>,
     arrivals: VecDeque<(u64, SpanId)>,
     /// Roots to release at the next flush.
     ready: Vec<SpanId>,
-    awaiting: HashMap<StitchKey, SpanId>,
+    /// SERVER spans waiting for their CLIENT span, by key (one per stream
+    /// id; for ordered protocols those of the connection, oldest first).
+    awaiting: HashMap<StitchKey, VecDeque<(SpanId, u64)>>,
     awaiting_order: VecDeque<(u64, StitchKey, SpanId)>,
-    early: HashMap<StitchKey, EarlyClient>,
+    /// CLIENT spans whose SERVER span has not come, by key likewise.
+    early: HashMap<StitchKey, VecDeque<EarlyClient>>,
     early_order: VecDeque<(u64, StitchKey, SpanId)>,
     endpoints: HashMap<EndpointKey, u32>,
     procs: HashMap<u32, Proc>,
@@ -215,6 +222,8 @@ pub struct Correlator {
     /// Most recent monotonic time seen (span ends, ticks).
     now_ns: u64,
     pending_buf: Vec<PendingRequest>,
+    /// Scratch of `release_tree`.
+    tree_buf: Vec<(SpanId, Node)>,
 }
 
 impl Correlator {
@@ -231,7 +240,7 @@ impl Correlator {
             sampler: Sampler::new(sampling),
             queue,
             counters: Counters::new(registry),
-            nodes: HashMap::default(),
+            nodes: nodes::Slab::default(),
             arrivals: VecDeque::new(),
             ready: Vec::new(),
             awaiting: HashMap::default(),
@@ -245,6 +254,7 @@ impl Correlator {
             released_order: VecDeque::new(),
             now_ns: 0,
             pending_buf: Vec::new(),
+            tree_buf: Vec::new(),
         }
     }
 
@@ -329,54 +339,60 @@ impl Correlator {
         let span = &node.span;
         let c = &span.correlation;
         let pid = span.resource.info.pid;
-        self.procs.entry(pid).or_default().server_done(
-            Window {
-                span: span.span_id,
-                start_ns: c.start_ns,
-                end_ns: c.end_ns,
-                tid: c.tid,
-                joined: stitch::joined(span),
-            },
-            write_tid,
-        );
+        let p = self.procs.entry(pid).or_default();
+        let window = Window {
+            span: span.span_id,
+            start_ns: c.start_ns,
+            end_ns: c.end_ns,
+            tid: c.tid,
+            joined: stitch::joined(span),
+        };
+        // Windows are kept for processes that make calls (a call completes
+        // before the request that made it: it is seen first).
+        if p.calls {
+            p.server_done(window, write_tid);
+        } else {
+            p.server_done_unkept(&window, write_tid);
+        }
         // The client's end came first.
-        if let Some(early) = self.early.remove(&key) {
-            match stitch::verify(
-                early.times,
-                early.ctx,
-                stitch::times(span),
-                stitch::joined(span),
-            ) {
-                Ok(()) => {
-                    self.counters.stitched.inc();
-                    self.red.edge_pair_parts(
-                        &early.resource,
-                        early.times.end_ns.saturating_sub(early.times.start_ns),
-                        early.error,
-                        span,
-                    );
-                    node.method = Some("socket_pair");
-                    self.link_to(node, early.span_id);
-                    return;
-                }
-                Err(r) => {
-                    self.refused(r);
-                    self.red.edge_virtual_parts(
-                        &early.resource,
-                        &early.facts,
-                        early.times.end_ns.saturating_sub(early.times.start_ns),
-                        early.error,
-                    );
-                }
-            }
+        if let Some(early) = self.take_early(&key, span) {
+            self.counters.stitched.inc();
+            self.red.edge_pair_parts(
+                &early.resource,
+                early.times.end_ns.saturating_sub(early.times.start_ns),
+                early.error,
+                span,
+            );
+            node.method = Some("socket_pair");
+            self.link_to(node, early.span_id);
+            return;
         }
         if self
             .endpoints
             .contains_key(&stitch::peer_endpoint(&key, SpanKind::Server))
         {
             node.awaiting = Some(key);
-            if let Some(old) = self.awaiting.insert(key, span.span_id) {
-                self.counters.event("stitch_duplicate");
+            let q = self.awaiting.entry(key).or_default();
+            q.push_back((span.span_id, span.correlation.seq));
+            let exact = key.seq != stitch::ORDERED;
+            let mut drop = Vec::new();
+            while q.len()
+                > if exact {
+                    1
+                } else {
+                    stitch::MAX_WAITING_PER_KEY
+                }
+            {
+                if let Some((old, _)) = q.pop_front() {
+                    drop.push(old);
+                }
+            }
+            for old in drop {
+                self.counters.event(if exact {
+                    "stitch_duplicate"
+                } else {
+                    "stitch_unmatched"
+                });
                 self.make_root(old);
             }
             self.awaiting_order.push_back((
@@ -391,52 +407,50 @@ impl Correlator {
 
     fn accept_client(&mut self, node: &mut Node, key: StitchKey, now_ns: u64) {
         let id = node.span.span_id;
-        if let Some(server_id) = self.awaiting.remove(&key) {
-            let verdict = self.nodes.get(&server_id).map(|s| {
-                stitch::verify(
-                    stitch::times(&node.span),
-                    stitch::joined(&node.span),
-                    stitch::times(&s.span),
-                    stitch::joined(&s.span),
-                )
-            });
-            match verdict {
-                Some(Ok(())) => {
-                    self.counters.stitched.inc();
-                    if let Some(s) = self.nodes.get_mut(&server_id) {
-                        s.awaiting = None;
-                        s.link = Link::Child(id);
-                        s.method = Some("socket_pair");
-                    }
-                    node.children.push(server_id);
-                    if let Some(s) = self.nodes.get(&server_id) {
-                        self.red.edge_pair(&node.span, &s.span);
-                    }
-                }
-                Some(Err(r)) => {
-                    self.refused(r);
-                    self.make_root(server_id);
-                    self.red.edge_virtual(&node.span);
-                }
-                None => self.red.edge_virtual(&node.span),
+        let (server, refused) = self.take_awaiting(&key, &node.span);
+        if let Some(server_id) = server {
+            self.counters.stitched.inc();
+            if let Some(s) = self.nodes.get_mut(&server_id) {
+                s.awaiting = None;
+                s.link = Link::Child(id);
+                s.method = Some("socket_pair");
             }
+            node.children.push(server_id);
+            if let Some(s) = self.nodes.get(&server_id) {
+                self.red.edge_pair(&node.span, &s.span);
+            }
+        } else if refused {
+            // The server span of this very stream did not fit.
+            self.red.edge_virtual(&node.span);
         } else if self
             .endpoints
             .contains_key(&stitch::peer_endpoint(&key, SpanKind::Client))
         {
             // The server span may come next.
             let span = &node.span;
-            self.early.insert(
-                key,
-                EarlyClient {
-                    span_id: id,
-                    times: stitch::times(span),
-                    ctx: stitch::joined(span),
-                    resource: Arc::clone(&span.resource),
-                    error: span.is_error(),
-                    facts: span.facts.clone(),
-                },
-            );
+            let q = self.early.entry(key).or_default();
+            q.push_back(EarlyClient {
+                span_id: id,
+                seq: span.correlation.seq,
+                times: stitch::times(span),
+                ctx: stitch::joined(span),
+                resource: Arc::clone(&span.resource),
+                error: span.is_error(),
+                facts: span.facts.clone(),
+            });
+            let cap = if key.seq != stitch::ORDERED {
+                1
+            } else {
+                stitch::MAX_WAITING_PER_KEY
+            };
+            let mut gone = Vec::new();
+            while q.len() > cap {
+                gone.extend(q.pop_front());
+            }
+            for e in gone {
+                self.counters.event("stitch_unmatched");
+                self.early_gone(&e);
+            }
             self.early_order.push_back((
                 now_ns + self.cfg.stitch_timeout.as_nanos() as u64,
                 key,
@@ -450,6 +464,130 @@ impl Correlator {
         p.held.push(id);
         p.calls = true;
         self.holding.insert(pid);
+    }
+
+    /// The SERVER span waiting on `key` that pairs with the CLIENT `span`,
+    /// if one does; stale waiters are let go (roots). Also tells whether
+    /// an exact key's waiter was refused.
+    fn take_awaiting(&mut self, key: &StitchKey, span: &SpanRecord) -> (Option<SpanId>, bool) {
+        let Some(q) = self.awaiting.get_mut(key) else {
+            return (None, false);
+        };
+        let exact = key.seq != stitch::ORDERED;
+        let nodes = &self.nodes;
+        let picked = stitch::pick(
+            SpanKind::Client,
+            span.correlation.seq,
+            stitch::times(span),
+            stitch::joined(span),
+            exact,
+            q.iter().map(|&(sid, seq)| match nodes.get(&sid) {
+                Some(s) => stitch::Candidate {
+                    seq,
+                    times: stitch::times(&s.span),
+                    ctx: stitch::joined(&s.span),
+                },
+                // Released already: never fits.
+                None => stitch::Candidate {
+                    seq,
+                    times: stitch::Times {
+                        start_ns: 0,
+                        end_ns: 0,
+                    },
+                    ctx: None,
+                },
+            }),
+        );
+        let chosen = picked.chosen.map(|i| q[i].0);
+        let stale: Vec<(SpanId, stitch::Refused)> =
+            picked.stale.iter().map(|&(i, r)| (q[i].0, r)).collect();
+        q.retain(|(sid, _)| Some(*sid) != chosen && !stale.iter().any(|(s, _)| s == sid));
+        if q.is_empty() {
+            self.awaiting.remove(key);
+        }
+        let refused = exact && !stale.is_empty();
+        for (sid, r) in stale {
+            if exact {
+                self.refused(r);
+            } else {
+                self.counters.event("stitch_unmatched");
+            }
+            if let Some(n) = self.nodes.get_mut(&sid) {
+                n.awaiting = None;
+            }
+            self.make_root(sid);
+        }
+        (chosen, refused)
+    }
+
+    /// The early CLIENT span on `key` that pairs with the SERVER `span`,
+    /// if one does; stale ones are let go.
+    fn take_early(&mut self, key: &StitchKey, span: &SpanRecord) -> Option<EarlyClient> {
+        let q = self.early.get_mut(key)?;
+        let exact = key.seq != stitch::ORDERED;
+        let picked = stitch::pick(
+            SpanKind::Server,
+            span.correlation.seq,
+            stitch::times(span),
+            stitch::joined(span),
+            exact,
+            q.iter().map(|e| stitch::Candidate {
+                seq: e.seq,
+                times: e.times,
+                ctx: e.ctx,
+            }),
+        );
+        let mut chosen = None;
+        let mut stale = Vec::new();
+        let mut kept = VecDeque::with_capacity(q.len());
+        for (i, e) in q.drain(..).enumerate() {
+            if picked.chosen == Some(i) {
+                chosen = Some(e);
+            } else if let Some(&(_, r)) = picked.stale.iter().find(|(j, _)| *j == i) {
+                stale.push((e, r));
+            } else {
+                kept.push_back(e);
+            }
+        }
+        if kept.is_empty() {
+            self.early.remove(key);
+        } else {
+            *q = kept;
+        }
+        for (e, r) in stale {
+            if exact {
+                self.refused(r);
+            } else {
+                self.counters.event("stitch_unmatched");
+            }
+            self.early_gone(&e);
+        }
+        chosen
+    }
+
+    /// An early CLIENT span whose server span will not come: its edge.
+    fn early_gone(&mut self, e: &EarlyClient) {
+        self.red.edge_virtual_parts(
+            &e.resource,
+            &e.facts,
+            e.times.end_ns.saturating_sub(e.times.start_ns),
+            e.error,
+        );
+    }
+
+    /// Takes `id` out of the servers waiting on `key`.
+    fn unawait(&mut self, key: &StitchKey, id: &SpanId) -> bool {
+        let Some(q) = self.awaiting.get_mut(key) else {
+            return false;
+        };
+        let Some(i) = q.iter().position(|(s, _)| s == id) else {
+            return false;
+        };
+        q.remove(i);
+        if q.is_empty() {
+            self.awaiting.remove(key);
+        }
+        true
     }
 
     fn refused(&self, r: stitch::Refused) {
@@ -502,15 +640,14 @@ impl Correlator {
             Some(Link::Child(p)) if !self.nodes.contains_key(p)
         );
         if let Some(n) = self.nodes.get_mut(&id) {
-            if let Some(k) = n.awaiting.take()
-                && self.awaiting.get(&k) == Some(&id)
-            {
-                self.awaiting.remove(&k);
-            }
+            let awaiting = n.awaiting.take();
             if !parent_released {
                 n.link = Link::Root;
             }
             self.ready.push(id);
+            if let Some(k) = awaiting {
+                self.unawait(&k, &id);
+            }
         }
     }
 
@@ -619,33 +756,34 @@ impl Correlator {
     /// Releases `root` and its subtree; `inherited`: the released parent's
     /// trace (else `root` is the local root).
     fn release_tree(&mut self, root: SpanId, inherited: Option<Released>) {
-        let mut order = vec![root];
+        // The tree's held nodes, taken out once (root first, then breadth
+        // first); the buffer is kept between calls.
+        let mut tree = std::mem::take(&mut self.tree_buf);
+        tree.clear();
+        let Some(r) = self.nodes.remove(&root) else {
+            self.tree_buf = tree;
+            return;
+        };
+        tree.push((root, r));
         let mut i = 0;
-        while i < order.len() {
-            if let Some(n) = self.nodes.get(&order[i]) {
-                for c in &n.children {
-                    if self.nodes.contains_key(c) {
-                        order.push(*c);
-                    }
+        while i < tree.len() {
+            for k in 0..tree[i].1.children.len() {
+                let c = tree[i].1.children[k];
+                if let Some(n) = self.nodes.remove(&c) {
+                    tree.push((c, n));
                 }
             }
             i += 1;
         }
-        let Some(r) = self.nodes.get(&root) else {
-            return;
-        };
+        let r = &tree[0].1;
         let (trace_id, trace_flags) = match inherited {
             Some(p) => (p.trace_id, p.trace_flags),
             None => (r.span.trace_id, r.span.trace_flags),
         };
         let joined = (inherited.is_none() && r.span.parent_is_remote).then_some(r.span.trace_flags);
-        let (mut keep, policy) = self.sampler.decide(
-            &trace_id,
-            joined,
-            order
-                .iter()
-                .filter_map(|id| self.nodes.get(id).map(|n| &n.span)),
-        );
+        let (mut keep, policy) =
+            self.sampler
+                .decide(&trace_id, joined, tree.iter().map(|(_, n)| &n.span));
         if let Some(p) = inherited {
             // A late part follows its trace's decision, unless it holds an
             // error or is slow itself.
@@ -658,15 +796,10 @@ impl Correlator {
             keep,
         };
         let now = self.now_ns;
-        let counter = &self.counters.sampled[usize::from(!keep)][policy as usize];
-        for id in &order {
-            let Some(mut n) = self.nodes.remove(id) else {
-                continue;
-            };
-            if let Some(k) = n.awaiting.take()
-                && self.awaiting.get(&k) == Some(id)
-            {
-                self.awaiting.remove(&k);
+        let counter = self.counters.sampled[usize::from(!keep)][policy as usize].clone();
+        for (id, mut n) in tree.drain(..) {
+            if let Some(k) = n.awaiting.take() {
+                self.unawait(&k, &id);
             }
             n.span.trace_id = trace_id;
             n.span.trace_flags = flags;
@@ -686,20 +819,24 @@ impl Correlator {
                     .procs
                     .get(&n.span.resource.info.pid)
                     .is_some_and(|p| p.calls),
-                SpanKind::Client => self
-                    .early
-                    .get(&stitch::key_of(&n.span))
-                    .is_some_and(|e| e.span_id == *id),
+                SpanKind::Client => {
+                    !self.early.is_empty()
+                        && self
+                            .early
+                            .get(&stitch::key_of(&n.span))
+                            .is_some_and(|q| q.iter().any(|e| e.span_id == id))
+                }
             };
             if remember {
-                self.released.insert(*id, released);
-                self.released_order.push_back((now, *id));
+                self.released.insert(id, released);
+                self.released_order.push_back((now, id));
             }
             counter.inc();
             if keep {
                 self.queue.push(n.span);
             }
         }
+        self.tree_buf = tree;
     }
 
     /// A span that takes no part in correlation.
@@ -749,8 +886,11 @@ impl Correlator {
                 break;
             }
             self.awaiting_order.pop_front();
-            if self.awaiting.get(&key) == Some(&id) {
+            if self.unawait(&key, &id) {
                 self.counters.event("stitch_timeout");
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.awaiting = None;
+                }
                 self.make_root(id);
             }
         }
@@ -759,15 +899,18 @@ impl Correlator {
                 break;
             }
             self.early_order.pop_front();
-            if self.early.get(&key).is_some_and(|e| e.span_id == id)
-                && let Some(e) = self.early.remove(&key)
-            {
-                self.red.edge_virtual_parts(
-                    &e.resource,
-                    &e.facts,
-                    e.times.end_ns.saturating_sub(e.times.start_ns),
-                    e.error,
-                );
+            let Some(q) = self.early.get_mut(&key) else {
+                continue;
+            };
+            let Some(i) = q.iter().position(|e| e.span_id == id) else {
+                continue;
+            };
+            let e = q.remove(i);
+            if q.is_empty() {
+                self.early.remove(&key);
+            }
+            if let Some(e) = e {
+                self.early_gone(&e);
             }
         }
         let keep_ns = (self.cfg.hold_timeout + self.cfg.stitch_timeout).as_nanos() as u64;
@@ -809,6 +952,10 @@ impl Correlator {
 
     /// Releases everything held (shutdown).
     pub fn release_all(&mut self) {
+        if self.nodes.is_empty() {
+            self.queue.flush();
+            return;
+        }
         let ids: Vec<SpanId> = self.nodes.keys().copied().collect();
         for id in ids {
             if self.nodes.contains_key(&id) {

@@ -34,6 +34,8 @@
 
 use std::collections::VecDeque;
 
+use foldhash::HashMap;
+
 use super::SpanId;
 use crate::protocol::PendingRequest;
 
@@ -41,6 +43,8 @@ use crate::protocol::PendingRequest;
 pub const TRUST_AFTER: u32 = 8;
 /// Server windows kept per process.
 pub const MAX_WINDOWS: usize = 4096;
+/// Threads whose last server request is remembered for learning.
+const MAX_THREADS: usize = 4096;
 /// Windows arrive in about end order; a later one may end this much
 /// earlier than one before it.
 const ORDER_SLACK_NS: u64 = 100_000_000;
@@ -94,6 +98,9 @@ pub struct Proc {
     /// End of the latest window dropped (bound or age): calls starting
     /// before it cannot be decided.
     pub forgotten_until: u64,
+    /// The last server request (start, end) of each thread, while the
+    /// mode is still learnt.
+    last_by_thread: HashMap<u32, (u64, u64)>,
 }
 
 impl Default for Proc {
@@ -104,6 +111,7 @@ impl Default for Proc {
             calls: false,
             mode: Mode::Learning(0),
             forgotten_until: 0,
+            last_by_thread: HashMap::default(),
         }
     }
 }
@@ -112,12 +120,39 @@ impl Proc {
     /// A server request of the process completed; `write_tid`: the thread
     /// whose write completed it (when a write did).
     pub fn server_done(&mut self, w: Window, write_tid: Option<u32>) {
+        self.learn(&w, write_tid);
+        if self.windows.len() >= MAX_WINDOWS
+            && let Some(old) = self.windows.pop_front()
+        {
+            self.forgotten_until = self.forgotten_until.max(old.end_ns);
+        }
+        self.windows.push_back(w);
+    }
+
+    /// A completed server request whose window is not kept (the process
+    /// never made a call yet): the mode is learnt, and a call starting
+    /// before its end can no longer be decided (`forgotten_until`), so the
+    /// window missing never makes another one look like the sole request.
+    pub fn server_done_unkept(&mut self, w: &Window, write_tid: Option<u32>) {
+        self.learn(w, write_tid);
+        self.forgotten_until = self.forgotten_until.max(w.end_ns);
+    }
+
+    /// What a completed server request tells of the mode (without keeping
+    /// its window: a process that never made a call needs none). Shared is
+    /// final: nothing more to learn. O(1): the request is compared with the
+    /// last one of its thread.
+    pub fn learn(&mut self, w: &Window, write_tid: Option<u32>) {
+        if self.mode == Mode::Shared {
+            return;
+        }
+        if self.last_by_thread.len() >= MAX_THREADS {
+            self.last_by_thread.clear();
+        }
         let same_thread_overlap = self
-            .windows
-            .iter()
-            .rev()
-            .take_while(|o| o.end_ns.saturating_add(ORDER_SLACK_NS) >= w.start_ns)
-            .any(|o| o.tid == w.tid && o.start_ns < w.end_ns && w.start_ns < o.end_ns);
+            .last_by_thread
+            .insert(w.tid, (w.start_ns, w.end_ns))
+            .is_some_and(|(start, end)| start < w.end_ns && w.start_ns < end);
         let moved = write_tid.is_some_and(|t| t != w.tid);
         self.mode = match self.mode {
             _ if same_thread_overlap || moved => Mode::Shared,
@@ -130,12 +165,9 @@ impl Proc {
             }
             m => m,
         };
-        if self.windows.len() >= MAX_WINDOWS
-            && let Some(old) = self.windows.pop_front()
-        {
-            self.forgotten_until = self.forgotten_until.max(old.end_ns);
+        if self.mode == Mode::Shared {
+            self.last_by_thread = HashMap::default();
         }
-        self.windows.push_back(w);
     }
 
     /// The incoming trace context of the server request `span`.

@@ -11,6 +11,15 @@
 //! NAT (a Kubernetes Service's cluster IP) the two ends disagree on the
 //! server address and nothing matches: those spans stay unstitched.
 //!
+//! Request order is trusted only where both ends read it off the wire:
+//! the HTTP/2 stream id is the key. HTTP/1 and PostgreSQL orders are
+//! counts, which a record lost at one end (a full ring buffer) shifts for
+//! the rest of the connection; their key is the connection alone
+//! ([`ORDERED`]) and the spans waiting on it are paired by times, the
+//! same order preferred when several fit (pipelining). A waiting span that
+//! can no longer pair (its other end was lost) is let go as soon as a
+//! later request shows it, not at the timeout.
+//!
 //! A match is verified before it is believed: the server's request must
 //! start after the client started sending it and before the client
 //! finished, and end before the client's (within [`END_TOLERANCE_NS`]: the
@@ -24,6 +33,14 @@ use crate::span::{SpanKind, SpanRecord};
 /// How much later than the client's end the server's may be (the
 /// response's write can return after the peer already read it).
 pub const END_TOLERANCE_NS: u64 = 50_000_000;
+
+/// The `seq` of a key whose spans are paired by times on the connection
+/// (HTTP/1, PostgreSQL).
+pub const ORDERED: u64 = u64::MAX;
+
+/// At most this many spans wait on one key (a connection of an ordered
+/// protocol); beyond, the oldest is let go.
+pub const MAX_WAITING_PER_KEY: usize = 64;
 
 /// One end of a connection.
 pub type Addr = (IpAddr, u16);
@@ -84,7 +101,7 @@ pub fn key_of(span: &SpanRecord) -> StitchKey {
         ns: ns_key(c.netns, local),
         client,
         server,
-        seq: c.seq,
+        seq: if c.seq_is_stream_id { c.seq } else { ORDERED },
     }
 }
 
@@ -151,6 +168,71 @@ pub fn verify(
     if inside { Ok(()) } else { Err(Refused::Times) }
 }
 
+/// One span waiting on a key, as [`pick`] sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate {
+    pub seq: u64,
+    pub times: Times,
+    pub ctx: Option<Joined>,
+}
+
+/// What [`pick`] decided about the candidates waiting on a key.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Picked {
+    /// The index of the candidate that pairs with the newcomer.
+    pub chosen: Option<usize>,
+    /// Candidates that can never pair with the newcomer nor with a later
+    /// span of the connection, and why.
+    pub stale: Vec<(usize, Refused)>,
+}
+
+/// Pairs a newcomer of `kind` with the spans of the other kind waiting on
+/// its key (oldest first). `exact`: the key holds the request (a stream
+/// id), so a candidate that fails verification is refused; else (ordered
+/// protocols) a candidate fails only when it is stale: a SERVER span that
+/// started before the newcomer CLIENT started sending (its client was
+/// lost), a CLIENT span that ended (with the tolerance) before the newcomer
+/// SERVER started.
+pub fn pick(
+    kind: SpanKind,
+    seq: u64,
+    times_: Times,
+    ctx: Option<Joined>,
+    exact: bool,
+    candidates: impl Iterator<Item = Candidate>,
+) -> Picked {
+    let mut out = Picked::default();
+    let mut chosen_seq = None;
+    for (i, c) in candidates.enumerate() {
+        let verdict = match kind {
+            SpanKind::Client => verify(times_, ctx, c.times, c.ctx),
+            SpanKind::Server => verify(c.times, c.ctx, times_, ctx),
+        };
+        match verdict {
+            Ok(()) => {
+                // The first that fits, or a later one of the same order.
+                if out.chosen.is_none() || (c.seq == seq && chosen_seq != Some(seq)) {
+                    out.chosen = Some(i);
+                    chosen_seq = Some(c.seq);
+                }
+            }
+            Err(r) => {
+                let stale = exact
+                    || match kind {
+                        SpanKind::Client => c.times.start_ns < times_.start_ns,
+                        SpanKind::Server => {
+                            c.times.end_ns.saturating_add(END_TOLERANCE_NS) < times_.start_ns
+                        }
+                    };
+                if stale {
+                    out.stale.push((i, r));
+                }
+            }
+        }
+    }
+    out
+}
+
 pub fn times(span: &SpanRecord) -> Times {
     Times {
         start_ns: span.correlation.start_ns,
@@ -181,6 +263,87 @@ mod tests {
         assert_eq!(
             verify(t(10, 100), None, t(20, 100 + END_TOLERANCE_NS + 1), None),
             Err(Refused::Times)
+        );
+    }
+
+    fn cand(seq: u64, start_ns: u64, end_ns: u64) -> Candidate {
+        Candidate {
+            seq,
+            times: t(start_ns, end_ns),
+            ctx: None,
+        }
+    }
+
+    #[test]
+    fn ordered_candidates_pair_by_times() {
+        // A client request (100..200) and the servers waiting on its
+        // connection: one whose client was lost (10..20), its own (110..190,
+        // counted 4 at the server end: a record was lost), the next (250..).
+        let cands = [cand(2, 10, 20), cand(4, 110, 190), cand(5, 250, 260)];
+        let p = pick(
+            SpanKind::Client,
+            3,
+            t(100, 200),
+            None,
+            false,
+            cands.into_iter(),
+        );
+        assert_eq!(p.chosen, Some(1));
+        assert_eq!(p.stale, vec![(0, Refused::Times)]);
+        // Pipelined: two servers fit, the same order wins.
+        let cands = [cand(0, 110, 150), cand(1, 120, 190)];
+        let p = pick(
+            SpanKind::Client,
+            1,
+            t(100, 200),
+            None,
+            false,
+            cands.into_iter(),
+        );
+        assert_eq!(p.chosen, Some(1));
+        let p = pick(
+            SpanKind::Client,
+            7,
+            t(100, 200),
+            None,
+            false,
+            cands.into_iter(),
+        );
+        assert_eq!(p.chosen, Some(0), "no order fits: the oldest that fits");
+        // A server newcomer and early clients: one that ended long before.
+        let cands = [cand(0, 0, 10), cand(1, 100, 200)];
+        let p = pick(
+            SpanKind::Server,
+            1,
+            t(100 + END_TOLERANCE_NS, 150 + END_TOLERANCE_NS),
+            None,
+            false,
+            cands.into_iter(),
+        );
+        assert_eq!(p.chosen, None);
+        assert_eq!(
+            p.stale,
+            vec![(0, Refused::Times)],
+            "the second may still fit a later one"
+        );
+    }
+
+    #[test]
+    fn exact_candidates_are_refused() {
+        let p = pick(
+            SpanKind::Client,
+            3,
+            t(100, 200),
+            None,
+            true,
+            [cand(3, 250, 260)].into_iter(),
+        );
+        assert_eq!(
+            p,
+            Picked {
+                chosen: None,
+                stale: vec![(0, Refused::Times)]
+            }
         );
     }
 

@@ -145,8 +145,9 @@ impl<'a> Emit<'a> {
     }
 
     /// Hands over the span of one exchange and counts how it ended.
-    pub fn span(&mut self, span: SpanRecord, outcome: Outcome) {
+    pub fn span(&mut self, mut span: SpanRecord, outcome: Outcome) {
         self.metrics.exchange(self.protocol, outcome);
+        span.correlation.seq_is_stream_id = matches!(self.protocol, Protocol::Http2);
         self.sink.accept(span, self.write_tid);
     }
 

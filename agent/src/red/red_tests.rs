@@ -46,6 +46,7 @@ pub fn span(res: &Arc<ProcessResource>, kind: SpanKind, facts: Facts, ms: u64) -
             local: (lo, 80),
             remote: (lo, 40_000),
             seq: 0,
+            seq_is_stream_id: false,
             tid: 1,
             start_ns: 1_000,
             end_ns: 1_000 + ms * 1_000_000,

@@ -156,6 +156,7 @@ pub fn statement_span(
             local: conn.local,
             remote: conn.remote,
             seq: st.seq,
+            seq_is_stream_id: false,
             tid: st.tid,
             start_ns: st.start_ns,
             end_ns: st.end_ns,

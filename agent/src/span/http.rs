@@ -240,6 +240,7 @@ pub(crate) fn assemble(
             local: conn.local,
             remote: conn.remote,
             seq,
+            seq_is_stream_id: false,
             tid,
             start_ns,
             end_ns,

@@ -37,6 +37,10 @@ pub struct Correlation {
     /// PostgreSQL statement order). HTTP/2: the stream id, the same at both
     /// ends.
     pub seq: u64,
+    /// `seq` is an HTTP/2 stream id (the same at both ends whatever was
+    /// lost), not a count of requests (which a lost record shifts at one
+    /// end for the rest of the connection). Set by `Emit::span`.
+    pub seq_is_stream_id: bool,
     /// Thread that read the request (server) or wrote it (client).
     pub tid: u32,
     /// Kernel monotonic start and end (the span's times before conversion

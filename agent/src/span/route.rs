@@ -11,10 +11,9 @@
 //! `/u/abc123` folds), documented as such: `http.route` set by the agent
 //! means "the path with identifiers folded".
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{hash::BuildHasher, sync::Arc};
+
+use foldhash::{HashMap, HashSet};
 
 /// The route every template past a service's cap becomes.
 pub const OVERFLOW_ROUTE: &str = "/{overflow}";
@@ -123,10 +122,25 @@ fn is_date(b: &[u8]) -> bool {
         })
 }
 
+/// Raw paths remembered by [`RouteTable`] (about 100 bytes each).
+const MAX_SEEN_PATHS: usize = 4096;
+
+/// The part of a path that decides its template, if short enough to be
+/// remembered (a longer one is templated every time).
+fn cacheable(path: &str) -> Option<&str> {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    (end <= 256).then(|| &path[..end])
+}
+
 /// Templates seen per service, capped: a service cannot make the agent's
 /// metrics unbounded by sending random paths.
 pub struct RouteTable {
     per_service: HashMap<u64, HashSet<Arc<str>>>,
+    /// Raw paths already templated, per service (most requests repeat a
+    /// path: no templating for them). Bounded: cleared when full.
+    /// Keyed by a hash of (service, path); the path is kept to verify.
+    seen_paths: HashMap<u64, (u64, Box<str>, Arc<str>)>,
+    hasher: foldhash::fast::RandomState,
     max_per_service: usize,
     max_services: usize,
     overflowed: u64,
@@ -138,7 +152,9 @@ pub struct RouteTable {
 impl RouteTable {
     pub fn new(max_per_service: usize, max_services: usize) -> Self {
         Self {
-            per_service: HashMap::new(),
+            per_service: HashMap::default(),
+            seen_paths: HashMap::default(),
+            hasher: foldhash::fast::RandomState::default(),
             max_per_service: max_per_service.max(1),
             max_services: max_services.max(1),
             overflowed: 0,
@@ -152,23 +168,42 @@ impl RouteTable {
     /// has `max_per_service` other templates. Known templates are shared
     /// (no allocation).
     pub fn route(&mut self, service_key: u64, path: &str) -> Arc<str> {
+        let p = cacheable(path);
+        let h = p.map(|p| self.hasher.hash_one((service_key, p)));
+        if let (Some(p), Some(h)) = (p, h)
+            && let Some((s, known, t)) = self.seen_paths.get(&h)
+            && *s == service_key
+            && &**known == p
+        {
+            return Arc::clone(t);
+        }
         template_into(path, &mut self.buf);
         if self.per_service.len() >= self.max_services
             && !self.per_service.contains_key(&service_key)
         {
             // Forget everything rather than grow: templates are re-learnt.
             self.per_service.clear();
+            self.seen_paths.clear();
         }
         let seen = self.per_service.entry(service_key).or_default();
-        if let Some(t) = seen.get(self.buf.as_str()) {
-            return Arc::clone(t);
-        }
-        if seen.len() >= self.max_per_service {
+        let t = if let Some(t) = seen.get(self.buf.as_str()) {
+            Arc::clone(t)
+        } else if seen.len() >= self.max_per_service {
+            // Not remembered: every such request is counted.
             self.overflowed += 1;
             return Arc::clone(&self.overflow);
+        } else {
+            let t: Arc<str> = Arc::from(self.buf.as_str());
+            seen.insert(Arc::clone(&t));
+            t
+        };
+        if let (Some(p), Some(h)) = (p, h) {
+            if self.seen_paths.len() >= MAX_SEEN_PATHS {
+                self.seen_paths.clear();
+            }
+            self.seen_paths
+                .insert(h, (service_key, Box::from(p), Arc::clone(&t)));
         }
-        let t: Arc<str> = Arc::from(self.buf.as_str());
-        seen.insert(Arc::clone(&t));
         t
     }
 
@@ -242,6 +277,24 @@ mod tests {
         assert_eq!(&*t.route(1, "/a"), "/a", "known templates still reported");
         assert_eq!(&*t.route(2, "/d"), "/d", "caps are per service");
         assert_eq!(t.overflowed(), 1);
+    }
+
+    #[test]
+    fn remembered_paths_answer_the_same() {
+        let mut t = RouteTable::new(2, 10);
+        for _ in 0..3 {
+            assert_eq!(&*t.route(1, "/b/1?x=2"), "/b/{id}");
+            assert_eq!(&*t.route(1, "/b/1"), "/b/{id}");
+            assert_eq!(&*t.route(2, "/b/1"), "/b/{id}");
+            assert_eq!(&*t.route(1, "/a"), "/a");
+        }
+        // Past the cap: every request counted, none remembered.
+        assert_eq!(&*t.route(1, "/c"), OVERFLOW_ROUTE);
+        assert_eq!(&*t.route(1, "/c"), OVERFLOW_ROUTE);
+        assert_eq!(t.overflowed(), 2);
+        let long = format!("/{}", "x".repeat(300));
+        assert_eq!(&*t.route(3, &long), &*template(&long));
+        assert!(t.seen_paths.len() <= MAX_SEEN_PATHS);
     }
 
     #[test]

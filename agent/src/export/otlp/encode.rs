@@ -416,6 +416,7 @@ mod tests {
                 local: ("127.0.0.1".parse().unwrap(), 80),
                 remote: ("127.0.0.1".parse().unwrap(), 5000),
                 seq: 0,
+                seq_is_stream_id: false,
                 tid: 1,
                 start_ns: 0,
                 end_ns: 1_000_000,
