@@ -57,6 +57,7 @@ fn main() -> ExitCode {
 
 fn start(cfg: Config) -> anyhow::Result<()> {
     limit_malloc_arenas();
+    set_nice(cfg.capture.nice);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("agent")
@@ -64,6 +65,26 @@ fn start(cfg: Config) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(agent::run::run(cfg))?;
     Ok(())
+}
+
+/// Sets the niceness of the calling thread before any other exists: every
+/// thread of the agent inherits it. Without CAP_SYS_NICE a negative value
+/// fails: said, and the agent runs at its inherited priority.
+fn set_nice(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority on the calling thread (who = 0) with a checked
+    // range has no memory effects.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc == 0 {
+        tracing::info!("scheduling niceness {nice} (capture.nice)");
+    } else {
+        tracing::warn!(
+            "cannot set niceness {nice} (capture.nice): {}; running at the inherited priority",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Spans are allocated on one runtime thread and freed on another; glibc

@@ -112,7 +112,7 @@ fn kubernetes_manifests_validate_against_the_schemas() {
         ("/sys/kernel/btf", "BTF"),
         ("/sys/fs/bpf", "bpffs"),
         (
-            "\"BPF\", \"PERFMON\", \"SYS_PTRACE\", \"DAC_READ_SEARCH\"",
+            "\"BPF\", \"PERFMON\", \"SYS_PTRACE\", \"DAC_READ_SEARCH\", \"SYS_NICE\"",
             "measured capabilities",
         ),
         ("limits:", "resource limits"),
