@@ -525,9 +525,14 @@ impl RustHttpServer {
     }
 
     pub fn start_with_env(bin: &Path, env: &[(&str, &str)]) -> ServerProcess {
+        Self::start_with(bin, &[], env)
+    }
+
+    /// With more arguments (`--pg CONNINFO`) and environment variables.
+    pub fn start_with(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let dir = tempdir("agent-tests-rust-server-");
         let mut cmd = Command::new(bin);
-        cmd.args(["--port", "0"]);
+        cmd.args(["--port", "0"]).args(args);
         cmd.env_remove("OTEL_SERVICE_NAME");
         for (k, v) in env {
             cmd.env(k, v);
