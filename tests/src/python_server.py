@@ -1,6 +1,7 @@
 """HTTP/1.1 test server for the agent's end-to-end tests.
 
 Usage: python3 python_server.py [--mode normal|blackhole] [--port N]
+           [--upstream HOST:PORT [--upstream-keepalive]]
 
 Prints "LISTENING <port>" on stdout once it accepts connections.
 
@@ -11,15 +12,54 @@ normal mode routes (any method also answers HEAD):
   GET  /big?bytes=N     -> 200 with N bytes
   GET  anything else    -> 200 "hello from python"
   POST/PUT anything     -> 200 echoing the request body
+  GET  /api/orders/<id> -> only with --upstream: calls GET /db/orders/<id>
+                           on the upstream over HTTP/1.1 (http.client) from
+                           the handling thread, and answers the upstream's
+                           status and body (502 if the call fails). One new
+                           connection per call, or with --upstream-keepalive
+                           one keep-alive connection per handler thread (the
+                           server is thread-per-connection, so either way
+                           the call is made by the thread that read the
+                           request, inside it).
 blackhole mode: accepts connections, reads requests, never answers.
 """
 
+import http.client
 import socket
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+
+# (host, port) of --upstream, or None.
+UPSTREAM = None
+UPSTREAM_KEEPALIVE = False
+# The handler thread's keep-alive connection to the upstream.
+_local = threading.local()
+
+
+def upstream_get(path):
+    """GET `path` on the upstream; returns (status, body)."""
+    host, port = UPSTREAM
+    conn = getattr(_local, "conn", None) if UPSTREAM_KEEPALIVE else None
+    if conn is None:
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+    except (OSError, http.client.HTTPException):
+        conn.close()
+        _local.conn = None
+        raise
+    if UPSTREAM_KEEPALIVE and not resp.will_close:
+        _local.conn = conn
+    else:
+        conn.close()
+        _local.conn = None
+    return resp.status, body
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -42,7 +82,13 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = url.path
         query = parse_qs(url.query)
-        if path.startswith("/status/"):
+        if UPSTREAM is not None and path.startswith("/api/orders/"):
+            try:
+                code, body = upstream_get("/db/orders/" + path[len("/api/orders/"):])
+            except (OSError, http.client.HTTPException) as e:
+                code, body = 502, b"upstream failed: %s\n" % str(e).encode()
+            self._send(code, body)
+        elif path.startswith("/status/"):
             try:
                 code = int(path[len("/status/"):])
             except ValueError:
@@ -127,6 +173,7 @@ def blackhole(port):
 
 
 def main():
+    global UPSTREAM, UPSTREAM_KEEPALIVE
     mode = "normal"
     port = 0
     args = sys.argv[1:]
@@ -136,6 +183,11 @@ def main():
             mode = args.pop(0)
         elif a == "--port":
             port = int(args.pop(0))
+        elif a == "--upstream":
+            host, _, p = args.pop(0).rpartition(":")
+            UPSTREAM = (host, int(p))
+        elif a == "--upstream-keepalive":
+            UPSTREAM_KEEPALIVE = True
     if mode == "blackhole":
         blackhole(port)
         return

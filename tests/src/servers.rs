@@ -468,6 +468,8 @@ pub enum PythonMode {
 pub struct PythonOptions {
     pub mode: PythonMode,
     pub env: Vec<(String, String)>,
+    /// More arguments of the script (`--upstream HOST:PORT`, ...).
+    pub args: Vec<String>,
 }
 
 impl Default for PythonOptions {
@@ -475,6 +477,7 @@ impl Default for PythonOptions {
         PythonOptions {
             mode: PythonMode::Normal,
             env: Vec::new(),
+            args: Vec::new(),
         }
     }
 }
@@ -501,6 +504,7 @@ impl PythonHttpServer {
                 "python blackhole server"
             }
         };
+        cmd.args(&opts.args);
         cmd.env_remove("OTEL_SERVICE_NAME");
         for (k, v) in &opts.env {
             cmd.env(k, v);
@@ -521,9 +525,14 @@ impl RustHttpServer {
     }
 
     pub fn start_with_env(bin: &Path, env: &[(&str, &str)]) -> ServerProcess {
+        Self::start_with(bin, &[], env)
+    }
+
+    /// With more arguments (`--pg CONNINFO`) and environment variables.
+    pub fn start_with(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let dir = tempdir("agent-tests-rust-server-");
         let mut cmd = Command::new(bin);
-        cmd.args(["--port", "0"]);
+        cmd.args(["--port", "0"]).args(args);
         cmd.env_remove("OTEL_SERVICE_NAME");
         for (k, v) in env {
             cmd.env(k, v);

@@ -1,16 +1,24 @@
 //! Small HTTP/1.1 server (hyper 1) used as a real peer by the agent's tests.
 //!
-//! `rust_http_server [--port N]` (default 0 = any free port) on 127.0.0.1;
-//! prints `LISTENING <port>` once bound. Keep-alive on. Routes, as in the
-//! Python server:
+//! `rust_http_server [--port N] [--pg CONNINFO]` (default port 0 = any free
+//! port) on 127.0.0.1; prints `LISTENING <port>` once bound (and, with
+//! `--pg`, connected). Keep-alive on. Routes, as in the Python server:
 //!   GET  /status/<code>  -> <code>
 //!   GET  /slow?ms=N      -> 200 after N ms
 //!   GET  /chunked        -> 200, chunked body (3 chunks)
 //!   GET  /big?bytes=N    -> 200 with N bytes
 //!   GET  anything else   -> 200 "hello from rust"
 //!   POST/PUT anything    -> 200 echoing the body
+//!   GET  /db/orders/<id> -> only with `--pg`: runs
+//!                           `SELECT $1::int4 * 100` with `<id>` on the
+//!                           server's one PostgreSQL connection
+//!                           (tokio-postgres, connected at start) and
+//!                           answers `order <id> total_cents <n>`; 400 for
+//!                           an id that is no int4, 500 if the statement
+//!                           fails
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,7 +49,24 @@ fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
     })
 }
 
-async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// `GET /db/orders/<id>`: one statement on the server's connection.
+async fn order(pg: &tokio_postgres::Client, id: &str) -> Response<Body> {
+    let Ok(id) = id.parse::<i32>() else {
+        return full(400, "bad order id\n");
+    };
+    match pg.query_one("SELECT $1::int4 * 100", &[&id]).await {
+        Ok(row) => {
+            let total: i32 = row.get(0);
+            full(200, format!("order {id} total_cents {total}\n"))
+        }
+        Err(e) => full(500, format!("statement failed: {e}\n")),
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    pg: Option<Arc<tokio_postgres::Client>>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let method = req.method().clone();
@@ -52,7 +77,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         };
         return Ok(full(200, body));
     }
-    let resp = if let Some(code) = path.strip_prefix("/status/") {
+    let resp = if let (Some(pg), Some(id)) = (&pg, path.strip_prefix("/db/orders/")) {
+        order(pg, id).await
+    } else if let Some(code) = path.strip_prefix("/status/") {
         let code: u16 = code.parse().unwrap_or(400);
         match StatusCode::from_u16(code) {
             Ok(_) => full(code, format!("status {code}\n")),
@@ -89,10 +116,12 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut port: u16 = 0;
+    let mut conninfo = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--port" => port = args.next().and_then(|p| p.parse().ok()).expect("--port N"),
+            "--pg" => conninfo = Some(args.next().expect("--pg CONNINFO")),
             other => {
                 eprintln!("unknown argument {other}");
                 std::process::exit(2);
@@ -102,6 +131,21 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
+    let pg = match conninfo {
+        Some(conninfo) => {
+            let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+                .await
+                .expect("connect to PostgreSQL");
+            // Driven on this (the only) thread, like the connections.
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    eprintln!("PostgreSQL connection: {e}");
+                }
+            });
+            Some(Arc::new(client))
+        }
+        None => None,
+    };
     println!("LISTENING {}", listener.local_addr().expect("addr").port());
     loop {
         let (stream, _) = match listener.accept().await {
@@ -113,10 +157,12 @@ async fn main() {
             }
         };
         let _ = stream.set_nodelay(true);
+        let pg = pg.clone();
         tokio::spawn(async move {
+            let service = service_fn(move |req| handle(req, pg.clone()));
             let _ = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service_fn(handle))
+                .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }
