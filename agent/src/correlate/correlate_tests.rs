@@ -360,6 +360,30 @@ fn requests_before_the_first_call_are_not_kept_but_never_mislead() {
 }
 
 #[test]
+fn a_serving_process_is_remembered_between_ticks() {
+    let mut h = H::new();
+    // A request served before the process made any call (not kept), a
+    // tick, then a call seen late inside it and inside a second request:
+    // the first one still makes the call undecidable.
+    h.c.accept(
+        sp(5, "app", SpanKind::Server, (8080, 42_000), 0, (1, 10), 8),
+        Some(8),
+    );
+    assert_eq!(h.flush().len(), 1);
+    h.c.expire(T0 + 20 * MS);
+    let call = sp(5, "app", SpanKind::Client, (41_000, 5432), 0, (3, 6), 9);
+    h.c.accept(call, None);
+    h.c.accept(
+        sp(5, "app", SpanKind::Server, (8080, 42_001), 0, (2, 11), 9),
+        Some(9),
+    );
+    let out = h.flush();
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|s| s.parent_span_id == [0; 8]));
+    assert_eq!(h.event("nest_forgotten"), 1);
+}
+
+#[test]
 fn nest_timeout_releases_the_call() {
     let mut h = H::with(
         CorrelationConfig {

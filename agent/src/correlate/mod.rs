@@ -938,9 +938,11 @@ impl Correlator {
         self.red.tick();
         // Windows older than any call still placeable.
         let horizon = now.saturating_sub(keep_ns);
+        // A process that served within the horizon stays (its learnt mode,
+        // and the windows it did not keep, `forgotten_until`).
         self.procs.retain(|_, p| {
             p.prune(horizon);
-            !(p.windows.is_empty() && p.held.is_empty())
+            !(p.windows.is_empty() && p.held.is_empty() && p.forgotten_until < horizon)
         });
         self.release_ready();
     }
