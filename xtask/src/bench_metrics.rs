@@ -189,7 +189,10 @@ pub fn run(agent: &Path, rounds: u32, scrapes: u32, idle_seconds: u32) -> Result
     fs::write(
         &config,
         format!(
-            "node:\n  textfile_directory: {}\n  netdev:\n    device_exclude: \"^lo$\"\n",
+            "node:\n  textfile_directory: {}\n  netdev:\n    device_exclude: \"^lo$\"\n\
+             # The benchmark's own scrapes of node_exporter are not traced (their\n\
+             # spans and RED series would be on the agent's page, not node_exporter's).\n\
+             selection:\n  exclude:\n    ports: [\"{ne_port}\"]\n",
             textfile.display()
         ),
     )?;
@@ -240,7 +243,9 @@ pub fn run(agent: &Path, rounds: u32, scrapes: u32, idle_seconds: u32) -> Result
             let is_agent = (step == 0) == agent_first;
             if is_agent {
                 let before = get_text(agent_port)?;
-                let cpu0 = process_cpu(agent_proc.pid());
+                // utime + stime of the whole process: counts threads that exit
+        // meanwhile (the runtime's blocking pool), unlike a sum over tasks.
+        let cpu0 = crate::bench::cpu_seconds(agent_proc.pid())?;
                 let mut lat = Vec::new();
                 for _ in 0..scrapes {
                     let t = Instant::now();
@@ -310,7 +315,7 @@ pub fn run(agent: &Path, rounds: u32, scrapes: u32, idle_seconds: u32) -> Result
             }
         }
         let wall = t0.elapsed().as_secs_f64();
-        let cpu = process_cpu(agent_proc.pid()) - cpu0;
+        let cpu = crate::bench::cpu_seconds(agent_proc.pid())? - cpu0;
         let after = get_text(agent_port)?;
         let events =
             metric(&after, "agent_events_read_total") - metric(&before, "agent_events_read_total");
