@@ -243,9 +243,7 @@ pub fn run(agent: &Path, rounds: u32, scrapes: u32, idle_seconds: u32) -> Result
             let is_agent = (step == 0) == agent_first;
             if is_agent {
                 let before = get_text(agent_port)?;
-                // utime + stime of the whole process: counts threads that exit
-        // meanwhile (the runtime's blocking pool), unlike a sum over tasks.
-        let cpu0 = crate::bench::cpu_seconds(agent_proc.pid())?;
+                let cpu0 = process_cpu(agent_proc.pid());
                 let mut lat = Vec::new();
                 for _ in 0..scrapes {
                     let t = Instant::now();
@@ -302,7 +300,9 @@ pub fn run(agent: &Path, rounds: u32, scrapes: u32, idle_seconds: u32) -> Result
     // Idle: one scrape every 15 s, nothing else from us.
     let idle = if idle_seconds > 0 {
         let before = get_text(agent_port)?;
-        let cpu0 = process_cpu(agent_proc.pid());
+        // utime + stime of the whole process: counts threads that exit
+        // meanwhile (the runtime's blocking pool), unlike a sum over tasks.
+        let cpu0 = crate::bench::cpu_seconds(agent_proc.pid())?;
         let t0 = Instant::now();
         let total = Duration::from_secs(u64::from(idle_seconds));
         let mut n = 0u32;
