@@ -9,6 +9,7 @@
 pub mod classify;
 pub mod counters;
 pub mod maps;
+pub mod node;
 pub mod offsets;
 pub mod record;
 pub mod sched;

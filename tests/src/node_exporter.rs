@@ -12,25 +12,7 @@ use std::time::Duration;
 use crate::client::http_get;
 
 /// The collectors the agent implements (node_exporter's names).
-pub const COLLECTORS: &[&str] = &[
-    "cpu",
-    "diskstats",
-    "entropy",
-    "filefd",
-    "filesystem",
-    "loadavg",
-    "meminfo",
-    "netdev",
-    "netstat",
-    "os",
-    "pressure",
-    "sockstat",
-    "stat",
-    "textfile",
-    "time",
-    "uname",
-    "vmstat",
-];
+pub use agent_common::node::COLLECTORS;
 
 fn find_bin(name: &str) -> PathBuf {
     for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {

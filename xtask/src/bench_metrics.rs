@@ -21,29 +21,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use agent_common::node::COLLECTORS;
 use anyhow::{Context as _, Result, bail};
 
 use crate::bench::{Proc, free_port, median, wait_port};
-
-const COLLECTORS: &[&str] = &[
-    "cpu",
-    "diskstats",
-    "entropy",
-    "filefd",
-    "filesystem",
-    "loadavg",
-    "meminfo",
-    "netdev",
-    "netstat",
-    "os",
-    "pressure",
-    "sockstat",
-    "stat",
-    "textfile",
-    "time",
-    "uname",
-    "vmstat",
-];
 
 /// A keep-alive HTTP/1.1 client for one `GET /metrics` at a time.
 struct Scraper {

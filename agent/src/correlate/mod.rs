@@ -375,7 +375,7 @@ impl Correlator {
             let q = self.awaiting.entry(key).or_default();
             q.push_back((span.span_id, span.correlation.seq));
             let exact = key.seq != stitch::ORDERED;
-            let mut drop = Vec::new();
+            let mut gone = Vec::new();
             while q.len()
                 > if exact {
                     1
@@ -384,10 +384,10 @@ impl Correlator {
                 }
             {
                 if let Some((old, _)) = q.pop_front() {
-                    drop.push(old);
+                    gone.push(old);
                 }
             }
-            for old in drop {
+            for old in gone {
                 self.counters.event(if exact {
                     "stitch_duplicate"
                 } else {

@@ -70,25 +70,7 @@ use otel::OtelBatch;
 pub use source::{NodePaths, Reader};
 
 /// Every collector, by its node_exporter name.
-pub const COLLECTORS: &[&str] = &[
-    "cpu",
-    "diskstats",
-    "entropy",
-    "filefd",
-    "filesystem",
-    "loadavg",
-    "meminfo",
-    "netdev",
-    "netstat",
-    "os",
-    "pressure",
-    "sockstat",
-    "stat",
-    "textfile",
-    "time",
-    "uname",
-    "vmstat",
-];
+pub use agent_common::node::COLLECTORS;
 
 /// node_exporter's default exclusions and filters (version 1.5).
 pub mod defaults {
