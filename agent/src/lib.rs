@@ -10,6 +10,7 @@ pub mod conn;
 pub mod correlate;
 pub mod doctor;
 pub mod export;
+pub mod intern;
 pub mod kube;
 pub mod node;
 pub mod pipeline;

@@ -1,7 +1,7 @@
 //! HTTP exchange → span, per the stable OpenTelemetry HTTP semantic
 //! conventions (v1.26+ names).
 
-use std::{borrow::Cow, net::IpAddr, sync::Arc};
+use std::{borrow::Cow, fmt::Write as _, net::IpAddr, sync::Arc};
 
 use opentelemetry::KeyValue;
 
@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     clock::Clock,
+    intern::{intern, intern_built},
     protocol::{
         ConnContext, Outcome,
         http1::{
@@ -184,7 +185,7 @@ pub(crate) fn endpoint_attrs(
     let (host, port) = match authority {
         Some(a) => {
             let (h, p) = split_authority(a);
-            (Arc::<str>::from(h), p.unwrap_or(default_port))
+            (intern(h), p.unwrap_or(default_port))
         }
         None => match conn.kind {
             SpanKind::Server => (Arc::clone(conn.local_ip), conn.local.1),
@@ -280,7 +281,7 @@ pub fn http_span(
     if let Some(ua) = req.user_agent {
         attrs.push(KeyValue::new(
             "user_agent.original",
-            cut(ua, MAX_VALUE_LEN).to_string(),
+            intern(cut(ua, MAX_VALUE_LEN)),
         ));
     }
 
@@ -289,7 +290,7 @@ pub fn http_span(
         SpanKind::Server => {
             attrs.push(KeyValue::new("url.scheme", scheme));
             if let Some(path) = path {
-                let path: Arc<str> = Arc::from(cut(path, MAX_VALUE_LEN));
+                let path = intern(cut(path, MAX_VALUE_LEN));
                 attrs.push(KeyValue::new("url.path", Arc::clone(&path)));
                 server_path = Some(path);
             }
@@ -298,22 +299,26 @@ pub fn http_span(
             }
         }
         SpanKind::Client => {
-            let authority = match authority {
-                Some(a) => a.to_string(),
-                None => match conn.remote.0 {
-                    IpAddr::V6(_) => format!("[{}]:{}", conn.remote_ip, conn.remote.1),
-                    IpAddr::V4(_) => format!("{}:{}", conn.remote_ip, conn.remote.1),
-                },
-            };
-            let mut url = format!("{scheme}://{authority}{}", path.unwrap_or(""));
-            if let Some(q) = query {
-                url.push('?');
-                url.push_str(&redactor.query(q));
-            }
-            attrs.push(KeyValue::new(
-                "url.full",
-                cut(&url, MAX_VALUE_LEN).to_string(),
-            ));
+            let url = intern_built(|url| {
+                url.push_str(scheme);
+                url.push_str("://");
+                match authority {
+                    Some(a) => url.push_str(a),
+                    None => {
+                        let _ = match conn.remote.0 {
+                            IpAddr::V6(_) => write!(url, "[{}]:{}", conn.remote_ip, conn.remote.1),
+                            IpAddr::V4(_) => write!(url, "{}:{}", conn.remote_ip, conn.remote.1),
+                        };
+                    }
+                }
+                url.push_str(path.unwrap_or(""));
+                if let Some(q) = query {
+                    url.push('?');
+                    url.push_str(&redactor.query(q));
+                }
+                url.truncate(cut(url, MAX_VALUE_LEN).len());
+            });
+            attrs.push(KeyValue::new("url.full", url));
         }
     }
     let (server_address, server_port) = endpoint_attrs(conn, authority, default_port, &mut attrs);

@@ -56,7 +56,11 @@
 //! * `Connection: close` and HTTP/1.0 are only reported
 //!   ([`Head::connection_close`]); the parser keeps going.
 
-use httparse::{EMPTY_HEADER, Header, ParserConfig, Status};
+use std::{mem::MaybeUninit, sync::Arc};
+
+use crate::intern::intern_text;
+
+use httparse::{Header, ParserConfig, Status};
 
 /// Which side of the exchange a stream carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,8 +163,8 @@ pub struct Head {
     pub version_minor: u8,
     /// Responses: the status code.
     pub status: Option<u16>,
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
+    pub host: Option<Arc<str>>,
+    pub user_agent: Option<Arc<str>>,
     /// A valid Content-Length (all values equal, digits only).
     pub content_length: Option<u64>,
     /// Transfer-Encoding's final coding is chunked.
@@ -168,11 +172,11 @@ pub struct Head {
     /// `Connection: close`, or HTTP/1.0 without `Connection: keep-alive`.
     pub connection_close: bool,
     /// Upgrade header value (e.g. "h2c", "websocket").
-    pub upgrade: Option<String>,
+    pub upgrade: Option<Arc<str>>,
     pub traceparent: Option<String>,
     /// All tracestate fields, joined with ",".
     pub tracestate: Option<String>,
-    pub content_type: Option<String>,
+    pub content_type: Option<Arc<str>>,
     /// Bytes of the head (start line + fields + final CRLF), as far as seen
     /// when it was reported.
     pub head_bytes: usize,
@@ -226,7 +230,7 @@ pub trait Sink {
     /// The head of the current message is known (complete, or partial with
     /// `head.complete == false`). For responses the return value adjusts
     /// body framing (ignored for requests).
-    fn head(&mut self, head: Head) -> BodyHint;
+    fn head(&mut self, head: Box<Head>) -> BodyHint;
     /// The current message ended; `body_bytes` is the payload length
     /// (chunk framing and trailers excluded; gaps included).
     fn end(&mut self, body_bytes: u64);
@@ -515,7 +519,7 @@ impl Parser {
         match outcome {
             HeadOutcome::Complete(parsed, n) if n == len => {
                 self.buf = Vec::new();
-                let (framing, upgrade) = self.report_head(*parsed, sink);
+                let (framing, upgrade) = self.report_head(parsed, sink);
                 self.start_body(framing, upgrade.as_deref(), sink);
             }
             HeadOutcome::TooManyHeaders => {
@@ -563,7 +567,7 @@ impl Parser {
         &mut self,
         parsed: ParsedHead,
         sink: &mut impl Sink,
-    ) -> (Framing, Option<String>) {
+    ) -> (Framing, Option<Arc<str>>) {
         let upgrade = parsed.head.upgrade.clone();
         let hint = sink.head(parsed.head);
         (framing(self.kind, &parsed.facts, hint), upgrade)
@@ -900,7 +904,9 @@ fn hex_value(b: u8) -> Option<u8> {
 /// A head turned into the fields kept and the facts that frame its body.
 #[derive(Debug)]
 struct ParsedHead {
-    head: Head,
+    /// Boxed: the head goes from the parser to the exchange to the span
+    /// builder, a pointer move each time instead of a copy of ~300 bytes.
+    head: Box<Head>,
     facts: FramingFacts,
 }
 
@@ -927,7 +933,7 @@ enum ContentLength {
 #[derive(Debug)]
 enum HeadOutcome {
     /// A whole head, of the given length.
-    Complete(Box<ParsedHead>, usize),
+    Complete(ParsedHead, usize),
     /// Valid so far; more bytes needed.
     Partial,
     TooManyHeaders,
@@ -974,21 +980,24 @@ const STACK_HEADERS: usize = 128;
 
 /// Parses head bytes (starting at the start line) with httparse.
 fn parse_head(kind: MessageKind, bytes: &[u8], limits: &Limits) -> HeadOutcome {
-    let mut stack = [EMPTY_HEADER; STACK_HEADERS];
-    let mut heap;
-    let slots: &mut [Header<'_>] = if limits.max_headers <= STACK_HEADERS {
+    // Uninitialised: httparse writes the slots it fills, and zeroing 128
+    // slots (4 KiB) was the largest single cost of parsing a small head.
+    let mut stack = [const { MaybeUninit::<Header<'_>>::uninit() }; STACK_HEADERS];
+    let mut heap: Vec<MaybeUninit<Header<'_>>>;
+    let slots: &mut [MaybeUninit<Header<'_>>] = if limits.max_headers <= STACK_HEADERS {
         &mut stack[..limits.max_headers]
     } else {
-        heap = vec![EMPTY_HEADER; limits.max_headers];
+        heap = Vec::with_capacity(limits.max_headers);
+        heap.resize_with(limits.max_headers, MaybeUninit::uninit);
         &mut heap
     };
     let config = httparse_config();
-    let mut head = Head::new(kind);
+    let mut head = Box::new(Head::new(kind));
     let mut facts = FramingFacts::default();
     let parsed = match kind {
         MessageKind::Request => {
-            let mut req = httparse::Request::new(slots);
-            let parsed = config.parse_request(&mut req, bytes);
+            let mut req = httparse::Request::new(&mut []);
+            let parsed = config.parse_request_with_uninit_headers(&mut req, bytes, slots);
             if req.method.is_some_and(|m| m.len() > MAX_METHOD_LEN) {
                 return HeadOutcome::Invalid;
             }
@@ -1003,8 +1012,8 @@ fn parse_head(kind: MessageKind, bytes: &[u8], limits: &Limits) -> HeadOutcome {
             parsed
         }
         MessageKind::Response => {
-            let mut res = httparse::Response::new(slots);
-            let parsed = config.parse_response(&mut res, bytes);
+            let mut res = httparse::Response::new(&mut []);
+            let parsed = config.parse_response_with_uninit_headers(&mut res, bytes, slots);
             if let Ok(Status::Complete(_)) = parsed {
                 head.status = res.code;
                 facts.status = res.code;
@@ -1017,7 +1026,7 @@ fn parse_head(kind: MessageKind, bytes: &[u8], limits: &Limits) -> HeadOutcome {
     match parsed {
         Ok(Status::Complete(n)) => {
             head.head_bytes = n;
-            HeadOutcome::Complete(Box::new(ParsedHead { head, facts }), n)
+            HeadOutcome::Complete(ParsedHead { head, facts }, n)
         }
         Ok(Status::Partial) => HeadOutcome::Partial,
         Err(httparse::Error::TooManyHeaders) => HeadOutcome::TooManyHeaders,
@@ -1060,11 +1069,15 @@ fn read_fields(head: &mut Head, facts: &mut FramingFacts, fields: &[Header<'_>])
                 4 if is("host") => &mut head.host,
                 7 if is("upgrade") => &mut head.upgrade,
                 10 if is("user-agent") => &mut head.user_agent,
-                11 if is("traceparent") => &mut head.traceparent,
+                11 if is("traceparent") => {
+                    head.traceparent.get_or_insert_with(|| text(value));
+                    continue;
+                }
                 12 if is("content-type") => &mut head.content_type,
                 _ => continue,
             };
-            slot.get_or_insert_with(|| text(value));
+            // Few distinct values per host: one shared copy of each.
+            slot.get_or_insert_with(|| intern_text(value));
         }
     }
     if let ContentLength::Valid(n) = facts.content_length {
@@ -1134,7 +1147,7 @@ fn partial_head(kind: MessageKind, bytes: &[u8], limits: &Limits) -> Option<Pars
             lines.extend_from_slice(&bytes[..len]);
             lines.extend_from_slice(b"\r\n");
             match parse_head(kind, &lines, limits) {
-                HeadOutcome::Complete(parsed, _) => *parsed,
+                HeadOutcome::Complete(parsed, _) => parsed,
                 _ => return None,
             }
         }
@@ -1160,7 +1173,7 @@ fn complete_lines(bytes: &[u8], max_fields: usize) -> Option<usize> {
 /// A start line without its end: requests give the method and the target
 /// seen; responses need the status code.
 fn partial_start_line(kind: MessageKind, bytes: &[u8], limits: &Limits) -> Option<ParsedHead> {
-    let mut head = Head::new(kind);
+    let mut head = Box::new(Head::new(kind));
     let mut facts = FramingFacts::default();
     match kind {
         MessageKind::Request => {

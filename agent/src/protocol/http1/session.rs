@@ -28,7 +28,7 @@ pub enum Upgrade {
 /// response comes in HTTP/2, on stream 1.
 #[derive(Debug)]
 pub struct UpgradedRequest {
-    pub head: Head,
+    pub head: Box<Head>,
     pub start_ns: u64,
     pub tid: u32,
     pub seq: u64,
@@ -38,8 +38,8 @@ pub struct UpgradedRequest {
 /// A request and (if any) its response.
 #[derive(Debug)]
 pub struct HttpExchange {
-    pub request: Head,
-    pub response: Option<Head>,
+    pub request: Box<Head>,
+    pub response: Option<Box<Head>>,
     /// Kernel monotonic nanoseconds.
     pub start_ns: u64,
     pub end_ns: u64,
@@ -70,7 +70,7 @@ pub struct Desync {
 }
 
 struct Pending {
-    head: Head,
+    head: Box<Head>,
     start_ns: u64,
     tid: u32,
     seq: u64,
@@ -85,7 +85,7 @@ struct Begun {
 }
 
 struct ResponseInProgress {
-    head: Option<Head>,
+    head: Option<Box<Head>>,
 }
 
 /// Everything except the two parsers, so a parser can feed a sink that
@@ -294,7 +294,7 @@ impl Http1Session {
 
 fn finish(
     p: Pending,
-    response: Option<Head>,
+    response: Option<Box<Head>>,
     end_ns: u64,
     response_body_bytes: u64,
     outcome: Outcome,
@@ -334,7 +334,7 @@ impl Sink for RequestSink<'_> {
         });
     }
 
-    fn head(&mut self, head: Head) -> BodyHint {
+    fn head(&mut self, head: Box<Head>) -> BodyHint {
         let begun = self.st.request_begun.take().unwrap_or(Begun {
             start_ns: self.st.start_ns(),
             tid: self.st.now.tid,
@@ -418,7 +418,7 @@ impl Sink for ResponseSink<'_> {
         self.st.response = Some(ResponseInProgress { head: None });
     }
 
-    fn head(&mut self, head: Head) -> BodyHint {
+    fn head(&mut self, head: Box<Head>) -> BodyHint {
         let request_method = self.st.pending.front().and_then(|p| p.head.method.as_ref());
         let status = head.status.unwrap_or(0);
         let hint = match request_method {
@@ -439,7 +439,7 @@ impl Sink for ResponseSink<'_> {
             .st
             .response
             .as_ref()
-            .and_then(|r| r.head.as_ref())
+            .and_then(|r| r.head.as_deref())
             .is_some_and(is_interim);
         if interim {
             // 100 Continue and friends: the final response follows.

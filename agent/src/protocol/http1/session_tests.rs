@@ -143,8 +143,8 @@ type Key = (u64, Head, Option<Head>, Outcome, u64, u64);
 fn key(ex: &HttpExchange) -> Key {
     (
         ex.seq,
-        ex.request.clone(),
-        ex.response.clone(),
+        (*ex.request).clone(),
+        ex.response.as_deref().cloned(),
         ex.outcome,
         ex.request_body_bytes,
         ex.response_body_bytes,
@@ -247,7 +247,7 @@ struct Ends {
 impl parser::Sink for Ends {
     fn begin(&mut self) {}
 
-    fn head(&mut self, head: Head) -> BodyHint {
+    fn head(&mut self, head: Box<Head>) -> BodyHint {
         if matches!(head.status, Some(100..=199)) {
             BodyHint::Normal
         } else {

@@ -65,12 +65,12 @@ impl Http2Conn {
         let request = Headers {
             method: head.method.clone(),
             scheme: Some("http".to_string()),
-            authority: head.host.clone(),
+            authority: head.host.as_deref().map(str::to_owned),
             path: head.target.clone(),
-            user_agent: head.user_agent.clone(),
+            user_agent: head.user_agent.as_deref().map(str::to_owned),
             traceparent: head.traceparent.clone(),
             tracestate: head.tracestate.clone(),
-            content_type: head.content_type.clone(),
+            content_type: head.content_type.as_deref().map(str::to_owned),
             complete: head.complete,
             ..Headers::default()
         };

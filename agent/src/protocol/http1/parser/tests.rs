@@ -49,11 +49,11 @@ impl Sink for Recorder {
         self.push(Event::Begin);
     }
 
-    fn head(&mut self, head: Head) -> BodyHint {
+    fn head(&mut self, head: Box<Head>) -> BodyHint {
         assert!(self.in_message && !self.head_seen, "head outside a message");
         self.head_seen = true;
         let interim = matches!(head.status, Some(100..=199));
-        self.push(Event::Head(Box::new(head)));
+        self.push(Event::Head(head));
         if interim {
             BodyHint::Normal
         } else {
