@@ -7,13 +7,13 @@
 //! the unit tests decode the output with the `opentelemetry-proto` types
 //! and compare it byte for byte with prost's own encoding.
 //!
-//! Every length-delimited field needs its length before its bytes, so each
-//! message has a `*_len` function computing its body size and a writer.
+//! Every length-delimited field needs its length before its bytes: each is
+//! written in one pass, its length put in front afterwards ([`write_msg`]).
 
 use std::collections::HashMap;
 
 use opentelemetry::{Array, KeyValue, Value};
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 use crate::span::{SpanKind, SpanRecord, SpanStatus};
 
@@ -93,11 +93,9 @@ impl ResourceBytes {
         }
         self.by_key.entry(key).or_insert_with(|| {
             let attrs = attributes();
-            let mut out = Vec::with_capacity(attrs.iter().map(|a| kv_len(a) + 4).sum());
+            let mut out = Vec::new();
             for kv in &attrs {
-                write_msg(&mut out, RESOURCE_ATTRIBUTES, kv_len(kv), |b| {
-                    write_kv(b, kv)
-                });
+                write_msg(&mut out, RESOURCE_ATTRIBUTES, 1, |b| write_kv(b, kv));
             }
             out
         })
@@ -126,8 +124,6 @@ pub fn encode_request(
             })
             .push(i);
     }
-    let scope_len = opt_str_len(SCOPE_NAME, scope.name) + opt_str_len(SCOPE_VERSION, scope.version);
-    let mut span_lens: Vec<usize> = Vec::new();
     for key in order {
         let members = &groups[&key];
         let first = &spans[members[0]];
@@ -139,30 +135,20 @@ pub fn encode_request(
                 .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
                 .collect()
         });
-        span_lens.clear();
-        span_lens.extend(members.iter().map(|&i| span_len(&spans[i])));
-        let spans_len: usize = span_lens
-            .iter()
-            .map(|&l| msg_field_len(SCOPE_SPANS_SPANS, l))
-            .sum();
-        let scope_spans_len = msg_field_len(SCOPE_SPANS_SCOPE, scope_len) + spans_len;
-        let resource_spans_len = msg_field_len(RESOURCE_SPANS_RESOURCE, resource.len())
-            + msg_field_len(RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len);
-
-        encode_key(REQUEST_RESOURCE_SPANS, WireType::LengthDelimited, out);
-        encode_varint(resource_spans_len as u64, out);
-        encode_key(RESOURCE_SPANS_RESOURCE, WireType::LengthDelimited, out);
-        encode_varint(resource.len() as u64, out);
-        out.extend_from_slice(resource);
-        encode_key(RESOURCE_SPANS_SCOPE_SPANS, WireType::LengthDelimited, out);
-        encode_varint(scope_spans_len as u64, out);
-        write_msg(out, SCOPE_SPANS_SCOPE, scope_len, |b| {
-            write_opt_str(b, SCOPE_NAME, scope.name);
-            write_opt_str(b, SCOPE_VERSION, scope.version);
+        // A batch of a few thousand spans is a few MiB: 4-byte lengths.
+        write_msg(out, REQUEST_RESOURCE_SPANS, 4, |out| {
+            write_bytes(out, RESOURCE_SPANS_RESOURCE, resource);
+            write_msg(out, RESOURCE_SPANS_SCOPE_SPANS, 4, |out| {
+                write_msg(out, SCOPE_SPANS_SCOPE, 1, |b| {
+                    write_opt_str(b, SCOPE_NAME, scope.name);
+                    write_opt_str(b, SCOPE_VERSION, scope.version);
+                });
+                for &i in members {
+                    // Spans are a few hundred bytes: 2-byte lengths.
+                    write_msg(out, SCOPE_SPANS_SPANS, 2, |b| write_span(b, &spans[i]));
+                }
+            });
         });
-        for (&i, &len) in members.iter().zip(&span_lens) {
-            write_msg(out, SCOPE_SPANS_SPANS, len, |b| write_span(b, &spans[i]));
-        }
     }
 }
 
@@ -185,34 +171,6 @@ fn has_parent(s: &SpanRecord) -> bool {
     s.parent_span_id != [0; 8]
 }
 
-fn status_len(status: &SpanStatus) -> usize {
-    match status {
-        SpanStatus::Unset => 0,
-        SpanStatus::Error { description } => {
-            opt_str_len(STATUS_MESSAGE, description) + key_len(STATUS_CODE) + 1
-        }
-    }
-}
-
-fn span_len(s: &SpanRecord) -> usize {
-    let mut n = bytes_field_len(SPAN_TRACE_ID, 16) + bytes_field_len(SPAN_SPAN_ID, 8);
-    if let Some(ts) = s.trace_state.as_deref() {
-        n += opt_str_len(SPAN_TRACE_STATE, ts);
-    }
-    if has_parent(s) {
-        n += bytes_field_len(SPAN_PARENT_SPAN_ID, 8);
-    }
-    n += opt_str_len(SPAN_NAME, &s.name);
-    n += key_len(SPAN_KIND) + encoded_len_varint(kind_value(s.kind));
-    n += 2 * (key_len(SPAN_START) + 8);
-    for kv in &s.attributes {
-        n += msg_field_len(SPAN_ATTRIBUTES, kv_len(kv));
-    }
-    n += msg_field_len(SPAN_STATUS, status_len(&s.status));
-    n += key_len(SPAN_FLAGS) + 4;
-    n
-}
-
 fn write_span(b: &mut Vec<u8>, s: &SpanRecord) {
     write_bytes(b, SPAN_TRACE_ID, &s.trace_id);
     write_bytes(b, SPAN_SPAN_ID, &s.span_id);
@@ -230,9 +188,9 @@ fn write_span(b: &mut Vec<u8>, s: &SpanRecord) {
     encode_key(SPAN_END, WireType::SixtyFourBit, b);
     b.extend_from_slice(&s.end_unix_ns.max(s.start_unix_ns).to_le_bytes());
     for kv in &s.attributes {
-        write_msg(b, SPAN_ATTRIBUTES, kv_len(kv), |b| write_kv(b, kv));
+        write_msg(b, SPAN_ATTRIBUTES, 1, |b| write_kv(b, kv));
     }
-    write_msg(b, SPAN_STATUS, status_len(&s.status), |b| {
+    write_msg(b, SPAN_STATUS, 1, |b| {
         if let SpanStatus::Error { description } = &s.status {
             write_opt_str(b, STATUS_MESSAGE, description);
             encode_key(STATUS_CODE, WireType::Varint, b);
@@ -243,27 +201,9 @@ fn write_span(b: &mut Vec<u8>, s: &SpanRecord) {
     b.extend_from_slice(&flags(s).to_le_bytes());
 }
 
-/// Length of a `KeyValue` message body.
-fn kv_len(kv: &KeyValue) -> usize {
-    opt_str_len(KV_KEY, kv.key.as_str()) + msg_field_len(KV_VALUE, any_len(&kv.value))
-}
-
 fn write_kv(b: &mut Vec<u8>, kv: &KeyValue) {
     write_opt_str(b, KV_KEY, kv.key.as_str());
-    write_msg(b, KV_VALUE, any_len(&kv.value), |b| write_any(b, &kv.value));
-}
-
-/// Length of an `AnyValue` message body.
-fn any_len(v: &Value) -> usize {
-    match v {
-        Value::Bool(_) => key_len(ANY_BOOL) + 1,
-        Value::I64(i) => key_len(ANY_INT) + encoded_len_varint(*i as u64),
-        Value::F64(_) => key_len(ANY_DOUBLE) + 8,
-        Value::String(s) => str_field_len(ANY_STRING, s.as_str()),
-        Value::Array(a) => msg_field_len(ANY_ARRAY, array_len(a)),
-        // Future value kinds: exported as their text.
-        other => str_field_len(ANY_STRING, &other.to_string()),
-    }
+    write_msg(b, KV_VALUE, 1, |b| write_any(b, &kv.value));
 }
 
 fn write_any(b: &mut Vec<u8>, v: &Value) {
@@ -281,7 +221,8 @@ fn write_any(b: &mut Vec<u8>, v: &Value) {
             b.extend_from_slice(&f.to_le_bytes());
         }
         Value::String(s) => write_str(b, ANY_STRING, s.as_str()),
-        Value::Array(a) => write_msg(b, ANY_ARRAY, array_len(a), |b| write_array(b, a)),
+        Value::Array(a) => write_msg(b, ANY_ARRAY, 1, |b| write_array(b, a)),
+        // Future value kinds: exported as their text.
         other => write_str(b, ANY_STRING, &other.to_string()),
     }
 }
@@ -297,34 +238,9 @@ fn array_values(a: &Array) -> Vec<Value> {
     }
 }
 
-fn array_len(a: &Array) -> usize {
-    array_values(a)
-        .iter()
-        .map(|v| msg_field_len(ARRAY_VALUES, any_len(v)))
-        .sum()
-}
-
 fn write_array(b: &mut Vec<u8>, a: &Array) {
     for v in array_values(a) {
-        write_msg(b, ARRAY_VALUES, any_len(&v), |b| write_any(b, &v));
-    }
-}
-
-/// Size of a length-delimited field holding `len` bytes.
-fn msg_field_len(tag: u32, len: usize) -> usize {
-    key_len(tag) + encoded_len_varint(len as u64) + len
-}
-
-fn str_field_len(tag: u32, s: &str) -> usize {
-    msg_field_len(tag, s.len())
-}
-
-/// A proto3 singular string: not written when empty (its default).
-fn opt_str_len(tag: u32, s: &str) -> usize {
-    if s.is_empty() {
-        0
-    } else {
-        str_field_len(tag, s)
+        write_msg(b, ARRAY_VALUES, 1, |b| write_any(b, &v));
     }
 }
 
@@ -334,17 +250,31 @@ fn write_opt_str(b: &mut Vec<u8>, tag: u32, s: &str) {
     }
 }
 
-fn bytes_field_len(tag: u32, len: usize) -> usize {
-    msg_field_len(tag, len)
-}
-
-/// Writes a length-delimited field whose body `write` produces `len` bytes.
-fn write_msg(b: &mut Vec<u8>, tag: u32, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
+/// Writes a length-delimited field in one pass: the body first, after
+/// `reserve` bytes left for its length, then the length (a minimal varint,
+/// as prost writes it) in front, moving the body when the length needs
+/// more or fewer bytes than reserved. Computing every message's length
+/// before writing it (the usual way) walked each attribute twice.
+fn write_msg(b: &mut Vec<u8>, tag: u32, reserve: usize, write: impl FnOnce(&mut Vec<u8>)) {
     encode_key(tag, WireType::LengthDelimited, b);
-    encode_varint(len as u64, b);
     let at = b.len();
+    b.resize(at + reserve, 0);
     write(b);
-    debug_assert_eq!(b.len() - at, len, "field {tag}: computed length differs");
+    let len = b.len() - at - reserve;
+    let need = encoded_len_varint(len as u64);
+    if need != reserve {
+        if need > reserve {
+            b.resize(b.len() + (need - reserve), 0);
+        }
+        b.copy_within(at + reserve..at + reserve + len, at + need);
+        b.truncate(at + need + len);
+    }
+    let mut v = len as u64;
+    for byte in &mut b[at..at + need] {
+        *byte = (v as u8 & 0x7f) | 0x80;
+        v >>= 7;
+    }
+    b[at + need - 1] &= 0x7f;
 }
 
 fn write_str(b: &mut Vec<u8>, tag: u32, s: &str) {
@@ -555,6 +485,39 @@ mod tests {
         let mut again = Vec::new();
         encode_request(&spans, &scope, &mut resources, &mut again);
         assert_eq!(again, out);
+    }
+
+    /// Lengths written after the body: each size class of varint, for
+    /// reserves too large (a span of < 128 bytes), right (a 300-byte
+    /// attribute needs 2 bytes where 1 was left) and too small (a 20 kB
+    /// span, a batch of a few hundred kB).
+    #[test]
+    fn every_length_size_matches_prost() {
+        let a = resource("alpha");
+        let mut tiny = span(&a, SpanKind::Client, SpanStatus::Unset);
+        tiny.attributes.clear();
+        tiny.name = "".into();
+        let mut long_attr = span(&a, SpanKind::Server, SpanStatus::Unset);
+        long_attr
+            .attributes
+            .push(KeyValue::new("url.full", "x".repeat(300)));
+        let mut huge = span(&a, SpanKind::Client, SpanStatus::Unset);
+        huge.attributes
+            .push(KeyValue::new("db.query.text", "y".repeat(20_000)));
+        let mut spans = vec![tiny, long_attr, huge];
+        for _ in 0..4 {
+            let more = spans.clone();
+            spans.extend(more);
+        }
+        let scope = Scope {
+            name: "agent",
+            version: "1",
+        };
+        for batch in [&spans[..1], &spans[..2], &spans[..3], &spans[..]] {
+            let mut out = Vec::new();
+            encode_request(batch, &scope, &mut ResourceBytes::new(4), &mut out);
+            assert_eq!(out, expected(batch, &scope).encode_to_vec());
+        }
     }
 
     #[test]
