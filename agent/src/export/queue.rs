@@ -96,7 +96,9 @@ impl SpanQueue {
             return;
         }
         self.queued.fetch_add(n, Ordering::Relaxed);
-        let batch = std::mem::take(&mut self.pending);
+        // The next batch starts at this one's size: no regrowing (and
+        // copying) it span by span.
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(n));
         if self.tx.send(batch).is_err() {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             self.metrics
@@ -116,13 +118,12 @@ pub enum Sink {
 }
 
 impl Sink {
-    async fn send(&mut self, batch: Vec<SpanRecord>, metrics: &Metrics) {
+    async fn send(&mut self, batch: &[&SpanRecord], metrics: &Metrics) {
         match self {
             Sink::Otlp(s) => s.export(batch, metrics).await,
             Sink::Stdout(s) => {
-                let n = batch.len() as u64;
-                s.print(&batch);
-                metrics.spans_exported.inc_by(n);
+                s.print(batch);
+                metrics.spans_exported.inc_by(batch.len() as u64);
             }
             Sink::Discard => {
                 metrics
@@ -131,6 +132,33 @@ impl Sink {
                     .inc_by(batch.len() as u64);
             }
         }
+    }
+}
+
+/// Batches as the pipeline handed them over, sent without copying the
+/// spans into one vector (a span is ~340 bytes).
+#[derive(Default)]
+struct Pending {
+    chunks: Vec<Vec<SpanRecord>>,
+    spans: usize,
+}
+
+impl Pending {
+    fn push(&mut self, chunk: Vec<SpanRecord>) {
+        self.spans += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    /// Sends everything, in requests of at most `batch_size` spans.
+    async fn send_all(&mut self, sink: &mut Sink, batch_size: usize, metrics: &Metrics) {
+        {
+            let spans: Vec<&SpanRecord> = self.chunks.iter().flatten().collect();
+            for request in spans.chunks(batch_size.max(1)) {
+                sink.send(request, metrics).await;
+            }
+        }
+        self.chunks.clear();
+        self.spans = 0;
     }
 }
 
@@ -147,15 +175,15 @@ pub async fn run_exporter(
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut batch: Vec<SpanRecord> = Vec::with_capacity(batch_size);
+    let mut pending = Pending::default();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             received = rx.recv() => {
                 let Some(spans) = received else { break };
-                batch.extend(spans);
-                if batch.len() < batch_size {
+                pending.push(spans);
+                if pending.spans < batch_size {
                     continue;
                 }
             }
@@ -164,31 +192,15 @@ pub async fn run_exporter(
         }
         metrics
             .export_queue_length
-            .set((rx.queued() + batch.len()) as i64);
-        while !batch.is_empty() {
-            let rest = if batch.len() > batch_size {
-                batch.split_off(batch_size)
-            } else {
-                Vec::new()
-            };
-            let full = std::mem::replace(&mut batch, rest);
-            sink.send(full, &metrics).await;
-        }
+            .set((rx.queued() + pending.spans) as i64);
+        pending.send_all(&mut sink, batch_size, &metrics).await;
     }
     // Flush what is queued, within the time budget.
     let flush = async {
         while let Some(spans) = rx.try_recv() {
-            batch.extend(spans);
+            pending.push(spans);
         }
-        while !batch.is_empty() {
-            let rest = if batch.len() > batch_size {
-                batch.split_off(batch_size)
-            } else {
-                Vec::new()
-            };
-            let full = std::mem::replace(&mut batch, rest);
-            sink.send(full, &metrics).await;
-        }
+        pending.send_all(&mut sink, batch_size, &metrics).await;
     };
     if tokio::time::timeout(flush_timeout, flush).await.is_err() {
         tracing::warn!("export flush at shutdown timed out; remaining spans dropped");

@@ -11,7 +11,7 @@ use crate::span::{SpanKind, SpanRecord, SpanStatus, context::hex};
 pub struct StdoutSink;
 
 impl StdoutSink {
-    pub fn print(&mut self, batch: &[SpanRecord]) {
+    pub fn print(&mut self, batch: &[&SpanRecord]) {
         let mut out = std::io::stdout().lock();
         for span in batch {
             let _ = writeln!(out, "{}", format_span(span));

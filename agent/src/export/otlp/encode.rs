@@ -10,7 +10,7 @@
 //! Every length-delimited field needs its length before its bytes: each is
 //! written in one pass, its length put in front afterwards ([`write_msg`]).
 
-use std::collections::HashMap;
+use std::{borrow::Borrow, collections::HashMap};
 
 use opentelemetry::{Array, KeyValue, Value};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
@@ -105,8 +105,8 @@ impl ResourceBytes {
 /// Encodes `spans` as one `ExportTraceServiceRequest` into `out` (cleared
 /// first). Spans of one process share a `ResourceSpans`, in order of first
 /// appearance.
-pub fn encode_request(
-    spans: &[SpanRecord],
+pub fn encode_request<S: Borrow<SpanRecord>>(
+    spans: &[S],
     scope: &Scope,
     resources: &mut ResourceBytes,
     out: &mut Vec<u8>,
@@ -115,7 +115,7 @@ pub fn encode_request(
     // Group by resource, keeping the batch order within a group.
     let mut order: Vec<u64> = Vec::new();
     let mut groups: HashMap<u64, Vec<usize>> = HashMap::new();
-    for (i, s) in spans.iter().enumerate() {
+    for (i, s) in spans.iter().map(Borrow::borrow).enumerate() {
         groups
             .entry(s.resource.key)
             .or_insert_with(|| {
@@ -126,7 +126,7 @@ pub fn encode_request(
     }
     for key in order {
         let members = &groups[&key];
-        let first = &spans[members[0]];
+        let first: &SpanRecord = spans[members[0]].borrow();
         let resource = resources.get(key, || {
             first
                 .resource
@@ -145,7 +145,9 @@ pub fn encode_request(
                 });
                 for &i in members {
                     // Spans are a few hundred bytes: 2-byte lengths.
-                    write_msg(out, SCOPE_SPANS_SPANS, 2, |b| write_span(b, &spans[i]));
+                    write_msg(out, SCOPE_SPANS_SPANS, 2, |b| {
+                        write_span(b, spans[i].borrow())
+                    });
                 }
             });
         });
@@ -524,7 +526,7 @@ mod tests {
     fn empty_batch_is_an_empty_request() {
         let mut out = vec![1, 2, 3];
         encode_request(
-            &[],
+            &[] as &[SpanRecord],
             &Scope {
                 name: "a",
                 version: "",

@@ -80,13 +80,12 @@ impl OtlpSink {
     }
 
     /// Sends one batch as one request.
-    pub async fn export(&mut self, batch: Vec<SpanRecord>, metrics: &Metrics) {
+    pub async fn export(&mut self, batch: &[&SpanRecord], metrics: &Metrics) {
         if batch.is_empty() {
             return;
         }
         let n = batch.len() as u64;
-        encode::encode_request(&batch, &self.scope, &mut self.resources, &mut self.body);
-        drop(batch);
+        encode::encode_request(batch, &self.scope, &mut self.resources, &mut self.body);
         let deadline = Instant::now() + self.timeout;
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
