@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     clock::Clock,
+    intern::intern,
     protocol::{ConnContext, Outcome, http2::session::H2Exchange},
 };
 
@@ -115,7 +116,7 @@ pub fn grpc_span(ex: &H2Exchange, conn: &ConnContext<'_>, clock: &Clock) -> Span
     let mut method_value = None;
     let name: Cow<'static, str> = match method {
         Some(m) => {
-            let value: Arc<str> = Arc::from(m);
+            let value = intern(m);
             attrs.push(KeyValue::new("rpc.method", Arc::clone(&value)));
             method_value = Some(value);
             Cow::Owned(m.to_string())

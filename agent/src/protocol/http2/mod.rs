@@ -16,6 +16,7 @@ use self::session::{H2Exchange, Headers, Http2Session, Limits};
 use super::{DataIn, Emit, Handover, Next, Session};
 use crate::{
     config::Config,
+    intern::intern,
     span::{
         SpanKind,
         grpc::{UNRESOLVED_ATTR, grpc_span},
@@ -64,13 +65,13 @@ impl Http2Conn {
         let head = &up.head;
         let request = Headers {
             method: head.method.clone(),
-            scheme: Some("http".to_string()),
-            authority: head.host.as_deref().map(str::to_owned),
-            path: head.target.clone(),
-            user_agent: head.user_agent.as_deref().map(str::to_owned),
+            scheme: Some(intern("http")),
+            authority: head.host.clone(),
+            path: head.target.as_deref().map(intern),
+            user_agent: head.user_agent.clone(),
             traceparent: head.traceparent.clone(),
             tracestate: head.tracestate.clone(),
-            content_type: head.content_type.as_deref().map(str::to_owned),
+            content_type: head.content_type.clone(),
             complete: head.complete,
             ..Headers::default()
         };

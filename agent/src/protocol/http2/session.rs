@@ -21,7 +21,7 @@
 //! the read (server side), and ends at the exit of the syscall carrying the
 //! frame that ended it.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use agent_common::{Direction, classify::h2};
 
@@ -29,7 +29,10 @@ use super::{
     frame::{DesyncReason, Frame, FrameParser, FrameSink, flags},
     hpack::{Decoder, Field},
 };
-use crate::protocol::{EventTimes, Outcome, http1::parser::Method};
+use crate::{
+    intern::intern,
+    protocol::{EventTimes, Outcome, http1::parser::Method},
+};
 
 /// HTTP/2 settings.
 #[derive(Clone, Copy, Debug)]
@@ -59,12 +62,12 @@ const MAX_VALUE: usize = 2048;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Headers {
     pub method: Option<Method>,
-    pub scheme: Option<String>,
-    pub authority: Option<String>,
-    pub path: Option<String>,
+    pub scheme: Option<Arc<str>>,
+    pub authority: Option<Arc<str>>,
+    pub path: Option<Arc<str>>,
     pub status: Option<u16>,
-    pub content_type: Option<String>,
-    pub user_agent: Option<String>,
+    pub content_type: Option<Arc<str>>,
+    pub user_agent: Option<Arc<str>>,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
     pub grpc_status: Option<u32>,
@@ -79,6 +82,16 @@ fn text(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
 
+/// A value that repeats from request to request (`:path` of a gRPC method,
+/// `:authority`, `content-type`...): one shared copy.
+fn shared(v: &[u8]) -> Arc<str> {
+    let v = &v[..v.len().min(MAX_VALUE)];
+    match std::str::from_utf8(v) {
+        Ok(s) => intern(s),
+        Err(_) => intern(&String::from_utf8_lossy(v)),
+    }
+}
+
 impl Headers {
     fn field(&mut self, f: Field<'_>) {
         let (Some(name), Some(value)) = (f.name, f.value) else {
@@ -88,16 +101,16 @@ impl Headers {
             b":method" => {
                 self.method = std::str::from_utf8(value).ok().map(Method::from_token);
             }
-            b":scheme" => self.scheme = Some(text(value)),
-            b":authority" => self.authority = Some(text(value)),
+            b":scheme" => self.scheme = Some(shared(value)),
+            b":authority" => self.authority = Some(shared(value)),
             // HTTP/1 upgrade requests carry Host instead.
-            b"host" if self.authority.is_none() => self.authority = Some(text(value)),
-            b":path" => self.path = Some(text(value)),
+            b"host" if self.authority.is_none() => self.authority = Some(shared(value)),
+            b":path" => self.path = Some(shared(value)),
             b":status" => {
                 self.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok())
             }
-            b"content-type" => self.content_type = Some(text(value)),
-            b"user-agent" => self.user_agent = Some(text(value)),
+            b"content-type" => self.content_type = Some(shared(value)),
+            b"user-agent" => self.user_agent = Some(shared(value)),
             b"traceparent" => self.traceparent = Some(text(value)),
             b"tracestate" => match &mut self.tracestate {
                 Some(s) if s.len() < MAX_VALUE => {

@@ -26,8 +26,8 @@ fn summary(e: &H2Exchange) -> Summary {
     Summary {
         stream: e.stream_id,
         method: e.request.method.as_ref().map(|m| m.as_str().to_string()),
-        path: e.request.path.clone(),
-        authority: e.request.authority.clone(),
+        path: e.request.path.as_deref().map(str::to_owned),
+        authority: e.request.authority.as_deref().map(str::to_owned),
         status: e.response.as_ref().and_then(|r| r.status),
         grpc: e.is_grpc(),
         grpc_status: e.grpc_status,
