@@ -64,12 +64,12 @@ impl Sink for Checker {
         self.events.push(Event::Begin);
     }
 
-    fn head(&mut self, head: Head) -> BodyHint {
+    fn head(&mut self, head: Box<Head>) -> BodyHint {
         assert!(!self.stopped && self.in_message && !self.head_seen);
         assert!(head.version_minor <= 1);
         self.head_seen = true;
         self.finals += 1;
-        self.events.push(Event::Head(Box::new(head)));
+        self.events.push(Event::Head(head));
         let choice = if self.hint == 3 {
             (self.finals % 3) as u8
         } else {
