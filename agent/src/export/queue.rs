@@ -96,9 +96,7 @@ impl SpanQueue {
             return;
         }
         self.queued.fetch_add(n, Ordering::Relaxed);
-        // The next batch starts at this one's size: no regrowing (and
-        // copying) it span by span.
-        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(n));
+        let batch = std::mem::take(&mut self.pending);
         if self.tx.send(batch).is_err() {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             self.metrics

@@ -58,11 +58,11 @@ impl GrpcClient {
         Ok(Self { grpc, metadata })
     }
 
-    pub async fn send(&mut self, body: &[u8]) -> Sent {
+    pub async fn send(&mut self, body: &Bytes) -> Sent {
         if let Err(e) = self.grpc.ready().await {
             return Sent::Retryable(format!("connecting: {e}"));
         }
-        let mut request = Request::new(Bytes::copy_from_slice(body));
+        let mut request = Request::new(body.clone());
         *request.metadata_mut() = self.metadata.clone();
         let result = self
             .grpc

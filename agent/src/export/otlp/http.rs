@@ -4,6 +4,8 @@
 
 use std::io::Write as _;
 
+use bytes::Bytes;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
 use reqwest::{
@@ -57,15 +59,15 @@ impl HttpClient {
         })
     }
 
-    pub async fn send(&mut self, body: &[u8]) -> Sent {
+    pub async fn send(&mut self, body: &Bytes) -> Sent {
         let body = if self.gzip {
             let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             match z.write_all(body).and_then(|()| z.finish()) {
-                Ok(b) => b,
+                Ok(b) => Bytes::from(b),
                 Err(e) => return Sent::Permanent(format!("gzip: {e}")),
             }
         } else {
-            body.to_vec()
+            body.clone()
         };
         let response = match self.client.post(&self.url).body(body).send().await {
             Ok(r) => r,

@@ -16,6 +16,8 @@ mod http;
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use self::encode::{ResourceBytes, Scope};
 use super::ExportError;
 use crate::{
@@ -86,12 +88,22 @@ impl OtlpSink {
         }
         let n = batch.len() as u64;
         encode::encode_request(batch, &self.scope, &mut self.resources, &mut self.body);
+        // Shared with the transport for every attempt, not copied; the
+        // buffer comes back for the next batch once the request is sent.
+        let body = Bytes::from(std::mem::take(&mut self.body));
+        self.send_with_retries(&body, n, metrics).await;
+        if let Ok(buf) = body.try_into_mut() {
+            self.body = Vec::from(buf);
+        }
+    }
+
+    async fn send_with_retries(&mut self, body: &Bytes, n: u64, metrics: &Metrics) {
         let deadline = Instant::now() + self.timeout;
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let sent = match tokio::time::timeout(left, self.send()).await {
+            let sent = match tokio::time::timeout(left, self.send(body)).await {
                 Ok(sent) => sent,
                 Err(_) => Sent::Retryable(format!("no answer within {:?}", self.timeout)),
             };
@@ -130,10 +142,10 @@ impl OtlpSink {
         }
     }
 
-    async fn send(&mut self) -> Sent {
+    async fn send(&mut self, body: &Bytes) -> Sent {
         match &mut self.transport {
-            Transport::Grpc(c) => c.send(&self.body).await,
-            Transport::Http(c) => c.send(&self.body).await,
+            Transport::Grpc(c) => c.send(body).await,
+            Transport::Http(c) => c.send(body).await,
         }
     }
 
