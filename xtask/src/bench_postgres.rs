@@ -273,7 +273,8 @@ fn run_with_agent(
         cpu_s: cpu1 - cpu0,
         peak_rss_kib,
         lost: metric_sum(&metrics, "agent_events_lost_total", None),
-        dropped: metric_sum(&metrics, "agent_spans_dropped_total", None),
+        // `+ 0.0`: an empty f64 sum is -0.0, printed "-0".
+        dropped: metric_sum(&metrics, "agent_spans_dropped_total", None) + 0.0,
         client_spans: get("pgbench", "client"),
         server_spans: get("postgres", "server"),
     })
