@@ -45,7 +45,8 @@ pub fn intern(s: &str) -> Arc<str> {
 }
 
 /// The shared copy of the text `build` writes (into a reused buffer: no
-/// allocation when the value is known).
+/// allocation when the value is known). `build` must not call
+/// `intern_built` itself (the buffer is in use).
 pub fn intern_built(build: impl FnOnce(&mut String)) -> Arc<str> {
     SCRATCH.with_borrow_mut(|buf| {
         buf.clear();
