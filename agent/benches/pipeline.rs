@@ -30,7 +30,7 @@ use agent::{
     span::SpanRecord,
     telemetry::Metrics,
 };
-use agent_common::{Direction, Protocol, Role, Syscall};
+use agent_common::{Direction, Protocol, Role};
 
 const REQUEST: &[u8] = b"GET /users/42/orders HTTP/1.1\r\nHost: 10.0.0.2:8080\r\nUser-Agent: python-requests/2.31.0\r\nAccept: */*\r\n\r\n";
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 21:17:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nConnection: keep-alive\r\n\r\nhello\n";
@@ -42,30 +42,13 @@ const CONNS: u64 = 64;
 /// Records between flushes (the pipeline flushes once per ring drain).
 const FLUSH_EVERY: u64 = 128;
 
-fn data(
-    tgid: u32,
-    sk: u64,
-    direction: Direction,
-    payload: &[u8],
-    (enter, exit): (u64, u64),
-) -> Record<'_> {
-    Record::Data(DataEvent {
+fn data(tgid: u32, sk: u64, direction: Direction, payload: &[u8], times: (u64, u64)) -> Record<'_> {
+    Record::Data(DataEvent::whole(
         direction,
-        syscall: match direction {
-            Direction::Ingress => Syscall::Read,
-            Direction::Egress => Syscall::Write,
-        },
-        flags: 0,
-        tgid,
-        tid: tgid,
-        fd: 7,
-        sk,
-        ts_enter_ns: enter,
-        ts_exit_ns: exit,
-        total_len: payload.len() as u64,
+        (tgid, tgid, sk),
         payload,
-        tail: &[],
-    })
+        times,
+    ))
 }
 
 fn main() {

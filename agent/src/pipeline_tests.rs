@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use agent_common::{CloseReason, Direction, Protocol, Role, Syscall};
+use agent_common::{CloseReason, Direction, Protocol, Role};
 use opentelemetry::{Key, Value};
 
 use super::*;
@@ -98,23 +98,12 @@ impl Harness {
         enter_ns: u64,
         exit_ns: u64,
     ) {
-        self.pipeline.on_record(Record::Data(DataEvent {
+        self.pipeline.on_record(Record::Data(DataEvent::whole(
             direction,
-            syscall: match direction {
-                Direction::Ingress => Syscall::Read,
-                Direction::Egress => Syscall::Write,
-            },
-            flags: 0,
-            tgid,
-            tid,
-            fd: 7,
-            sk,
-            ts_enter_ns: enter_ns,
-            ts_exit_ns: exit_ns,
-            total_len: payload.len() as u64,
+            (tgid, tid, sk),
             payload,
-            tail: &[],
-        }));
+            (enter_ns, exit_ns),
+        )));
     }
 
     fn close(&mut self, tgid: u32, sk: u64, ts_ns: u64) {

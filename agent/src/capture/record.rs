@@ -40,7 +40,34 @@ pub struct DataEvent<'a> {
     pub tail: &'a [u8],
 }
 
-impl DataEvent<'_> {
+impl<'a> DataEvent<'a> {
+    /// A `read` (ingress) or `write` (egress) on fd 7 whose whole payload
+    /// was captured: records built by hand, for tests and benchmarks.
+    pub fn whole(
+        direction: Direction,
+        (tgid, tid, sk): (u32, u32, u64),
+        payload: &'a [u8],
+        (ts_enter_ns, ts_exit_ns): (u64, u64),
+    ) -> Self {
+        Self {
+            direction,
+            syscall: match direction {
+                Direction::Ingress => Syscall::Read,
+                Direction::Egress => Syscall::Write,
+            },
+            flags: 0,
+            tgid,
+            tid,
+            fd: 7,
+            sk,
+            ts_enter_ns,
+            ts_exit_ns,
+            total_len: payload.len() as u64,
+            payload,
+            tail: &[],
+        }
+    }
+
     /// Bytes moved but not captured (a gap the parser must skip).
     pub fn uncaptured(&self) -> u64 {
         self.total_len.saturating_sub(self.payload.len() as u64)
