@@ -114,7 +114,8 @@ pub struct HttpRequest<'a> {
     pub target: Option<&'a str>,
     /// `Host` or `:authority`.
     pub authority: Option<&'a str>,
-    pub user_agent: Option<&'a str>,
+    /// Already shared by the parsers (no second lookup per span).
+    pub user_agent: Option<&'a Arc<str>>,
     pub traceparent: Option<&'a str>,
     pub tracestate: Option<&'a str>,
     /// `network.protocol.version`: `1.0`, `1.1`, `2`.
@@ -149,7 +150,7 @@ pub fn exchange_span(
             scheme: None,
             target: Some(req.target.as_deref().unwrap_or("")),
             authority: req.host.as_deref(),
-            user_agent: req.user_agent.as_deref(),
+            user_agent: req.user_agent.as_ref(),
             traceparent: req.traceparent.as_deref(),
             tracestate: req.tracestate.as_deref(),
             version: version(req),
@@ -279,10 +280,12 @@ pub fn http_span(
     attrs.push(KeyValue::new("network.protocol.version", req.version));
     peer_attrs(conn, &mut attrs);
     if let Some(ua) = req.user_agent {
-        attrs.push(KeyValue::new(
-            "user_agent.original",
-            intern(cut(ua, MAX_VALUE_LEN)),
-        ));
+        let ua = if ua.len() <= MAX_VALUE_LEN {
+            Arc::clone(ua)
+        } else {
+            intern(cut(ua, MAX_VALUE_LEN))
+        };
+        attrs.push(KeyValue::new("user_agent.original", ua));
     }
 
     let mut server_path = None;

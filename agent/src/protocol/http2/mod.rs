@@ -131,7 +131,7 @@ fn http_call(ex: &H2Exchange) -> HttpCall<'_> {
             scheme: r.scheme.as_deref(),
             target: r.path.as_deref(),
             authority: r.authority.as_deref(),
-            user_agent: r.user_agent.as_deref(),
+            user_agent: r.user_agent.as_ref(),
             traceparent: r.traceparent.as_deref(),
             tracestate: r.tracestate.as_deref(),
             version: "2",
