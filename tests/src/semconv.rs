@@ -451,15 +451,23 @@ pub fn check_timing(span: &ReceivedSpan, clock: &TestClock, ctx: &str) -> Vec<St
     p
 }
 
-/// The server span of a request lies within its client span (no tolerance;
-/// the message gives the offsets).
+/// How much later than the client's end the server's may be: the server
+/// span ends when its last write returns, and on loopback the bytes are
+/// delivered (and the client's read can return, on the other CPU) before
+/// that write's own return, e.g. when the writer is preempted in between.
+/// Seen once in CI: 1.8 µs.
+pub const END_ORDER_SLACK_NS: i128 = 50_000;
+
+/// The server span of a request lies within its client span (the start
+/// strictly; the end within [`END_ORDER_SLACK_NS`]; the message gives the
+/// offsets).
 pub fn check_nesting(client: &ReceivedSpan, server: &ReceivedSpan, ctx: &str) -> Vec<String> {
     let mut p = Vec::new();
     let ds = server.start_ns as i128 - client.start_ns as i128;
     let de = client.end_ns as i128 - server.end_ns as i128;
-    if ds < 0 || de < 0 {
+    if ds < 0 || de < -END_ORDER_SLACK_NS {
         p.push(format!(
-            "[{ctx}] server span not within client span: server.start - client.start = {ds} ns, client.end - server.end = {de} ns (both must be >= 0)"
+            "[{ctx}] server span not within client span: server.start - client.start = {ds} ns, client.end - server.end = {de} ns (must be >= 0 and >= -{END_ORDER_SLACK_NS})"
         ));
     } else {
         eprintln!("[{ctx}] nesting margins: start {ds} ns, end {de} ns");
