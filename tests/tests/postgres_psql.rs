@@ -204,12 +204,7 @@ fn psql_simple_protocol_statements() {
     }
     // Client spans enclose their server spans.
     for (c, s) in clients.iter().zip(&servers) {
-        if c.start_ns > s.start_ns || c.end_ns < s.end_ns {
-            problems.push(format!(
-                "{}: client span does not enclose the server span",
-                c.name
-            ));
-        }
+        problems.extend(agent_tests::semconv::check_nesting(c, s, &c.name));
     }
     let mut involved = servers.clone();
     involved.extend(clients.iter().cloned());
