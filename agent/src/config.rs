@@ -104,8 +104,9 @@ pub struct Flags {
     /// (`capture.wakeup_records`; 0: every record).
     #[arg(long, env = "AGENT_WAKEUP_RECORDS", global = true)]
     pub wakeup_records: Option<u64>,
-    /// The reader polls the ring buffer at least this often
-    /// (`capture.poll_interval`, e.g. `20ms`).
+    /// The reader polls the ring buffer at least this often while records
+    /// come (`capture.poll_interval`, e.g. `20ms`; an idle ring is polled
+    /// less and less often, down to every 250 ms).
     #[arg(long, env = "AGENT_POLL_INTERVAL", value_parser = parse_duration, global = true)]
     pub poll_interval: Option<Duration>,
     /// Scheduling niceness of the agent's threads, -20..=19
@@ -820,7 +821,8 @@ pub struct CaptureConfig {
     pub ring_buffer_bytes: u32,
     pub max_connections: u32,
     /// Records one CPU writes between two wake-ups of the reader (0: every
-    /// record); the reader also polls every `poll_interval`.
+    /// record); the reader also polls every `poll_interval` (backing off
+    /// to 250 ms while the ring stays empty).
     pub wakeup_records: u64,
     #[serde(serialize_with = "humantime_opt::serialize")]
     pub poll_interval: Duration,
