@@ -225,7 +225,7 @@ impl Collector for DiskStats {
     }
 
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
-        let text = reader.read(&self.path)?;
+        let text = reader.read_kept(&self.path)?;
         let stats = ProcDiskStats::from_read(text.as_bytes())
             .map_err(|e| NodeError::parse(&self.path, e.to_string()))?;
         self.disks.clear();

@@ -31,7 +31,7 @@ impl Collector for Entropy {
 
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
         for (i, path) in [&self.avail, &self.pool].into_iter().enumerate() {
-            let text = reader.read(path)?;
+            let text = reader.read_kept(path)?;
             self.values[i] =
                 first_number(text).ok_or_else(|| NodeError::parse(path, "not a number"))?;
         }

@@ -29,7 +29,7 @@ impl Collector for FileFd {
     }
 
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
-        let text = reader.read(&self.path)?;
+        let text = reader.read_kept(&self.path)?;
         let f: Vec<&str> = text.split_ascii_whitespace().collect();
         let [allocated, _, maximum] = f[..] else {
             return Err(NodeError::parse(&self.path, "expected three numbers"));

@@ -168,7 +168,7 @@ impl Collector for Filesystem {
     }
 
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
-        let (path, text) = match reader.read_optional(&self.mounts_path)? {
+        let (path, text) = match reader.read_kept_optional(&self.mounts_path)? {
             Some(t) => (&self.mounts_path, t),
             None => (
                 &self.fallback_mounts_path,

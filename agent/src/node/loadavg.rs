@@ -52,7 +52,7 @@ impl Collector for LoadAvg {
     }
 
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
-        let text = reader.read(&self.path)?;
+        let text = reader.read_kept(&self.path)?;
         let l = LoadAverage::from_read(text.as_bytes())
             .map_err(|e| NodeError::parse(&self.path, e.to_string()))?;
         // procfs parses f32; go through the decimal text so 0.81 stays 0.81.

@@ -164,7 +164,7 @@ impl Collector for MemInfo {
     }
 
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
-        let text = reader.read(&self.path)?;
+        let text = reader.read_kept(&self.path)?;
         if !self.update_in_place(text) {
             self.fields = parse(text).map_err(|e| NodeError::parse(&self.path, e))?;
             self.rebuild_layout(text);

@@ -97,7 +97,7 @@ impl Collector for NetDev {
     }
 
     fn update(&mut self, reader: &mut Reader) -> Result<(), NodeError> {
-        let text = reader.read(&self.path)?;
+        let text = reader.read_kept(&self.path)?;
         let devices = InterfaceDeviceStatus::from_read(text.as_bytes())
             .map_err(|e| NodeError::parse(&self.path, e.to_string()))?;
         self.devices.clear();

@@ -162,12 +162,12 @@ impl Collector for NetStat {
                 }
             }
         };
-        let text = reader.read(netstat)?;
+        let text = reader.read_kept(netstat)?;
         parse_pairs(text, &mut take).map_err(|e| NodeError::parse(netstat, e))?;
-        let text = reader.read(snmp)?;
+        let text = reader.read_kept(snmp)?;
         parse_pairs(text, &mut take).map_err(|e| NodeError::parse(snmp, e))?;
         // No IPv6 in this kernel: no snmp6, as node_exporter.
-        if let Some(text) = reader.read_optional(snmp6)? {
+        if let Some(text) = reader.read_kept_optional(snmp6)? {
             parse_snmp6(text, &mut take).map_err(|e| NodeError::parse(snmp6, e))?;
         }
         if let Some(e) = bad {

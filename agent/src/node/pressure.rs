@@ -52,10 +52,11 @@ impl Collector for Pressure {
         fn bad(path: &Path) -> impl FnOnce(procfs_core::ProcError) -> NodeError + '_ {
             move |e| NodeError::parse(path, e.to_string())
         }
-        let cpu =
-            CpuPressure::from_read(reader.read(&self.cpu)?.as_bytes()).map_err(bad(&self.cpu))?;
-        let io = IoPressure::from_read(reader.read(&self.io)?.as_bytes()).map_err(bad(&self.io))?;
-        let memory = MemoryPressure::from_read(reader.read(&self.memory)?.as_bytes())
+        let cpu = CpuPressure::from_read(reader.read_kept(&self.cpu)?.as_bytes())
+            .map_err(bad(&self.cpu))?;
+        let io =
+            IoPressure::from_read(reader.read_kept(&self.io)?.as_bytes()).map_err(bad(&self.io))?;
+        let memory = MemoryPressure::from_read(reader.read_kept(&self.memory)?.as_bytes())
             .map_err(bad(&self.memory))?;
         self.totals = Totals {
             cpu_some: secs(cpu.some.total),

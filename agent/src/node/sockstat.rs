@@ -78,7 +78,7 @@ impl Collector for SockStat {
         let mut s = Sockstat::default();
         // Either file is missing when the kernel has no IPv4 or IPv6.
         for path in [&self.v4, &self.v6] {
-            if let Some(text) = reader.read_optional(path)? {
+            if let Some(text) = reader.read_kept_optional(path)? {
                 parse(text, self.page_size, &mut s).map_err(|e| NodeError::parse(path, e))?;
             }
         }

@@ -62,7 +62,7 @@ impl Collector for VmStat {
             "pgpgin",
             "pgpgout",
         ];
-        let text = reader.read(&self.path)?;
+        let text = reader.read_kept(&self.path)?;
         self.selected.clear();
         self.paging = [None; 6];
         for line in text.lines() {
