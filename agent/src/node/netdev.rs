@@ -106,7 +106,7 @@ impl Collector for NetDev {
                 continue;
             }
             let nohandler = self.sys_net.join(&name).join("statistics/rx_nohandler");
-            let nohandler = match reader.read_optional(&nohandler) {
+            let nohandler = match reader.read_kept_optional(&nohandler) {
                 Ok(Some(t)) => first_number(t).map(|v| v as u64),
                 _ => None,
             };

@@ -45,29 +45,41 @@ impl NodePaths {
 /// bounds memory against a strange file).
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
-/// Open procfs files kept at most (the fixed files of the collectors are
-/// fewer than 20).
+/// Open procfs and sysfs files kept at most (the collectors' fixed files
+/// are fewer than 20, plus one per network device).
 const MAX_KEPT: usize = 32;
 
-/// `statfs(2)`'s type of procfs.
+/// `statfs(2)`'s types of procfs and sysfs.
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+const SYSFS_MAGIC: i64 = 0x6265_6572;
 
 /// A read buffer reused across files and scrapes, one file kept for the
 /// whole of one collection (`/proc/stat` serves two collectors), and the
-/// collectors' fixed procfs files kept open.
+/// collectors' procfs and sysfs files kept open.
 ///
-/// A procfs file read again from offset 0 is generated afresh (seq_file
-/// restarts its iterator at position 0; sysctl and single-value files
-/// format on every read), so [`Reader::read_kept`] reads them with
-/// `pread(2)` instead of `open` + `read` + `close` on every scrape: the
-/// path walk of `openat` was a fifth of a scrape's CPU. Files on other
+/// A procfs or sysfs file read again from offset 0 is generated afresh
+/// (seq_file restarts its iterator at position 0; sysctl and sysfs
+/// attributes format on every read), so [`Reader::read_kept`] reads them
+/// with `pread(2)` instead of `open` + `read` + `close` on every scrape:
+/// the path walk of `openat` was a fifth of a scrape's CPU. A descriptor
+/// not read during a whole collection is closed at the next
+/// [`Reader::new_cycle`] (a network device that went away), and one whose
+/// read fails is closed and the file opened again. Files on other
 /// filesystems (fixtures, `/etc`, `/run/udev`, textfiles replaced by
 /// rename) are opened each time, so they are seen as they are now.
 #[derive(Debug, Default)]
 pub struct Reader {
     buf: String,
     shared: Option<(PathBuf, String)>,
-    kept: Vec<(PathBuf, std::fs::File)>,
+    kept: Vec<Kept>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Read since the last [`Reader::new_cycle`].
+    used: bool,
 }
 
 impl Reader {
@@ -84,6 +96,8 @@ impl Reader {
         if let Some((path, _)) = &mut self.shared {
             path.clear();
         }
+        self.kept
+            .retain_mut(|k| std::mem::replace(&mut k.used, false));
     }
 
     /// The file, read once per collection (kept open like
@@ -134,8 +148,10 @@ impl Reader {
     /// descriptor, and the file is opened once more.
     fn kept_into(&mut self, path: &Path, text: &mut String) -> io::Result<()> {
         text.clear();
-        if let Some(i) = self.kept.iter().position(|(p, _)| p == path) {
-            if read_from_start(&self.kept[i].1, text).is_ok() {
+        if let Some(i) = self.kept.iter().position(|k| k.path == path) {
+            let k = &mut self.kept[i];
+            if read_from_start(&k.file, text).is_ok() {
+                k.used = true;
                 return Ok(());
             }
             self.kept.swap_remove(i);
@@ -143,8 +159,12 @@ impl Reader {
         }
         let file = std::fs::File::open(path)?;
         read_from_start(&file, text)?;
-        if self.kept.len() < MAX_KEPT && is_procfs(&file) {
-            self.kept.push((path.to_path_buf(), file));
+        if self.kept.len() < MAX_KEPT && regenerated_on_read(&file) {
+            self.kept.push(Kept {
+                path: path.to_path_buf(),
+                file,
+                used: true,
+            });
         }
         Ok(())
     }
@@ -199,13 +219,16 @@ fn read_from_start(file: &std::fs::File, text: &mut String) -> io::Result<()> {
 
 // `f_type`'s type differs between architectures.
 #[allow(clippy::unnecessary_cast)]
-fn is_procfs(file: &std::fs::File) -> bool {
+fn regenerated_on_read(file: &std::fs::File) -> bool {
     use std::os::fd::AsRawFd as _;
     let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: a valid descriptor and a writable statfs buffer.
     let rc = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
-    // SAFETY: fstatfs filled it on success.
-    rc == 0 && unsafe { st.assume_init() }.f_type as i64 == PROC_SUPER_MAGIC
+    rc == 0 && {
+        // SAFETY: fstatfs filled it.
+        let kind = unsafe { st.assume_init() }.f_type as i64;
+        kind == PROC_SUPER_MAGIC || kind == SYSFS_MAGIC
+    }
 }
 
 /// The first whitespace-separated number of a file's text.
@@ -232,6 +255,23 @@ mod tests {
         assert_eq!(r.kept.len(), 1, "the same descriptor");
         let ns = |t: &str| first_number(t).expect("run time");
         assert!(ns(&second) > ns(&first), "{first} then {second}");
+    }
+
+    #[test]
+    fn a_file_left_unread_for_a_cycle_is_closed() {
+        let mut r = Reader::new();
+        let (a, b) = (
+            Path::new("/proc/thread-self/schedstat"),
+            Path::new("/proc/loadavg"),
+        );
+        r.read_kept(a).expect("procfs");
+        r.read_kept(b).expect("procfs");
+        r.new_cycle();
+        r.read_kept(a).expect("procfs");
+        assert_eq!(r.kept.len(), 2, "both read in the last cycle");
+        r.new_cycle();
+        assert_eq!(r.kept.len(), 1, "only the one read in the last cycle");
+        assert_eq!(r.kept[0].path, a);
     }
 
     #[test]

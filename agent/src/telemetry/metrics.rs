@@ -109,9 +109,7 @@ impl Metrics {
             .expect("unique metric");
         #[cfg(target_os = "linux")]
         registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
+            .register(Box::new(super::self_process::SelfProcess::new()))
             .expect("unique metric");
         let info = IntGauge::with_opts(
             Opts::new("agent_build_info", "Agent build information (always 1).")

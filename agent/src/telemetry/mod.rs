@@ -3,6 +3,7 @@
 //! health checks.
 
 pub mod metrics;
+pub mod self_process;
 pub mod server;
 
 pub use metrics::Metrics;
