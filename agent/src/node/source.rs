@@ -124,7 +124,7 @@ impl Reader {
     }
 
     /// The whole file as text, for a collector's fixed file: kept open
-    /// when it is a procfs file, opened anew otherwise.
+    /// when it is a procfs or sysfs file, opened anew otherwise.
     pub fn read_kept(&mut self, path: &Path) -> Result<&str, NodeError> {
         let mut text = std::mem::take(&mut self.buf);
         let read = self.kept_into(path, &mut text);
@@ -144,7 +144,7 @@ impl Reader {
     }
 
     /// Reads `path` into `text` through its kept descriptor (opening and
-    /// keeping it first when it is on procfs). A failed read drops the
+    /// keeping it first when it is on procfs or sysfs). A failed read drops the
     /// descriptor, and the file is opened once more.
     fn kept_into(&mut self, path: &Path, text: &mut String) -> io::Result<()> {
         text.clear();
