@@ -1,22 +1,28 @@
 //! The agent's own `process_*` metrics (the names every Prometheus client
 //! library exports): CPU, memory, threads, descriptors, start time.
 //!
-//! It replaces the `prometheus` crate's process collector, which opened
-//! and parsed `/proc/self/limits` and `/proc/self/stat` on every scrape
-//! (8 % of a `/metrics` page's CPU) and counted CPU in whole seconds. Here
-//! `stat` is read through a kept descriptor, the descriptor limit comes
+//! It replaces the `prometheus` crate's process collector, which parsed
+//! `/proc/self/limits` on every scrape (8 % of a `/metrics` page's
+//! samples) and counted CPU in whole seconds. Here the process is read as
+//! the traced processes are ([`read_process`]), the descriptor limit comes
 //! from `getrlimit(2)`, the start time is computed once, and CPU time is in
 //! fractional seconds as client_golang reports it.
 
 use std::{path::Path, sync::Mutex};
 
-use procfs_core::{FromRead as _, process::Stat};
 use prometheus::{
     core::{Collector, Desc},
     proto::{Counter, Gauge, Metric, MetricFamily, MetricType},
 };
 
-use crate::node::{Reader, cpu::user_hz};
+use crate::node::{
+    Reader,
+    cpu::user_hz,
+    process::{ProcessSample, read_process},
+    stat::ProcStat,
+};
+
+const PROC: &str = "/proc";
 
 const FAMILIES: [(&str, &str, MetricType); 7] = [
     (
@@ -56,22 +62,11 @@ const FAMILIES: [(&str, &str, MetricType); 7] = [
     ),
 ];
 
-/// One reading of the agent's own process.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct SelfSample {
-    pub cpu_seconds: f64,
-    pub open_fds: Option<f64>,
-    pub max_fds: Option<f64>,
-    pub virtual_bytes: f64,
-    pub resident_bytes: f64,
-    pub threads: f64,
-}
-
 pub struct SelfProcess {
     descs: Vec<Desc>,
     reader: Mutex<Reader>,
-    hz: f64,
-    page_size: f64,
+    pid: u32,
+    page_size: u64,
     /// Seconds since the epoch; `None` when `/proc/stat` had no `btime`.
     start_time: Option<f64>,
 }
@@ -92,46 +87,31 @@ impl SelfProcess {
             .collect();
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let hz = user_hz();
+        let page_size = if page > 0 { page as u64 } else { 4096 };
+        let pid = std::process::id();
         let mut reader = Reader::new();
-        let start_ticks = reader
-            .read_kept(Path::new("/proc/self/stat"))
+        let start_ticks = read_process(&mut reader, Path::new(PROC), pid, page_size)
             .ok()
-            .and_then(|t| Stat::from_read(t.as_bytes()).ok())
-            .map(|s| s.starttime);
-        let btime = std::fs::read_to_string("/proc/stat")
+            .map(|s| s.start_ticks);
+        let btime = std::fs::read_to_string(Path::new(PROC).join("stat"))
             .ok()
-            .and_then(|t| boot_time(&t));
+            .and_then(|t| ProcStat::parse(&t).ok())
+            .and_then(|s| s.btime);
         Self {
             descs,
             reader: Mutex::new(reader),
-            hz,
-            page_size: if page > 0 { page as f64 } else { 4096.0 },
-            start_time: btime.zip(start_ticks).map(|(b, t)| b + t as f64 / hz),
+            pid,
+            page_size,
+            start_time: btime
+                .zip(start_ticks)
+                .map(|(b, t)| b as f64 + t as f64 / user_hz()),
         }
     }
 
-    /// Reads the process now; `None` when `/proc/self/stat` is unreadable.
-    pub fn sample(&self) -> Option<SelfSample> {
+    /// Reads the process now (the same reading as the traced processes').
+    pub fn sample(&self) -> Option<ProcessSample> {
         let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let stat = Stat::from_read(
-            reader
-                .read_kept(Path::new("/proc/self/stat"))
-                .ok()?
-                .as_bytes(),
-        )
-        .ok()?;
-        drop(reader);
-        Some(SelfSample {
-            cpu_seconds: (stat.utime + stat.stime) as f64 / self.hz,
-            open_fds: std::fs::read_dir("/proc/self/fd")
-                .ok()
-                .map(|d| d.count() as f64),
-            max_fds: open_files_limit(),
-            virtual_bytes: stat.vsize as f64,
-            resident_bytes: stat.rss as f64 * self.page_size,
-            threads: stat.num_threads as f64,
-        })
+        read_process(&mut reader, Path::new(PROC), self.pid, self.page_size).ok()
     }
 }
 
@@ -139,14 +119,6 @@ impl Default for SelfProcess {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// `btime` of `/proc/stat`.
-fn boot_time(stat: &str) -> Option<f64> {
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|v| v as f64)
 }
 
 /// The soft limit on open descriptors (`None` when unlimited).
@@ -189,13 +161,13 @@ impl Collector for SelfProcess {
             return Vec::new();
         };
         let values = [
-            Some(s.cpu_seconds),
-            s.open_fds,
-            s.max_fds,
-            Some(s.virtual_bytes),
-            Some(s.resident_bytes),
+            Some(s.user_seconds + s.system_seconds),
+            s.fds.map(|n| n as f64),
+            open_files_limit(),
+            Some(s.virtual_bytes as f64),
+            Some(s.rss_bytes as f64),
             self.start_time,
-            Some(s.threads),
+            Some(s.threads as f64),
         ];
         FAMILIES
             .iter()
@@ -213,9 +185,9 @@ mod tests {
     fn samples_this_process() {
         let p = SelfProcess::new();
         let s = p.sample().expect("readable");
-        assert!(s.threads >= 1.0);
-        assert!(s.resident_bytes > 0.0 && s.virtual_bytes >= s.resident_bytes);
-        assert!(s.open_fds.expect("fd dir") >= 3.0);
+        assert!(s.threads >= 1);
+        assert!(s.rss_bytes > 0 && s.virtual_bytes >= s.rss_bytes);
+        assert!(s.fds.expect("fd dir") >= 3);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
@@ -230,7 +202,8 @@ mod tests {
         while spin.elapsed() < std::time::Duration::from_millis(60) {
             std::hint::black_box(0u64.wrapping_add(1));
         }
-        assert!(p.sample().expect("readable").cpu_seconds > s.cpu_seconds);
+        let cpu = |s: &ProcessSample| s.user_seconds + s.system_seconds;
+        assert!(cpu(&p.sample().expect("readable")) > cpu(&s));
     }
 
     #[test]
@@ -241,14 +214,5 @@ mod tests {
         assert!(names.contains(&"process_resident_memory_bytes"));
         assert!(names.contains(&"process_start_time_seconds"));
         assert_eq!(families[0].get_field_type(), MetricType::COUNTER);
-    }
-
-    #[test]
-    fn boot_time_line() {
-        assert_eq!(
-            boot_time("cpu 1 2\nbtime 1796150184\nprocesses 3\n"),
-            Some(1_796_150_184.0)
-        );
-        assert_eq!(boot_time("cpu 1 2\n"), None);
     }
 }
