@@ -26,7 +26,6 @@ pub mod histogram;
 mod labels;
 
 use std::{
-    borrow::Cow,
     collections::HashMap as StdHashMap,
     sync::{Arc, Mutex},
 };
@@ -40,7 +39,7 @@ use self::{
 use crate::{
     resource::ProcessResource,
     span::{
-        SpanKind, SpanRecord,
+        SpanKind, SpanName, SpanRecord,
         model::{ErrorKind, Facts, HTTP_METHODS},
         route::RouteTable,
     },
@@ -425,8 +424,12 @@ impl RedRecorder {
                     span.attributes
                         .push(opentelemetry::KeyValue::new("http.route", Arc::clone(r)));
                     if f.method != 9 {
-                        span.name =
-                            Cow::Owned(format!("{} {}", HTTP_METHODS[usize::from(f.method)], r));
+                        let method = HTTP_METHODS[usize::from(f.method)];
+                        span.name = SpanName::Shared(crate::intern::intern_built(|b| {
+                            b.push_str(method);
+                            b.push(' ');
+                            b.push_str(r);
+                        }));
                     }
                 }
                 let key = route_id.map(|route| HttpServerKey {

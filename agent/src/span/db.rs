@@ -22,7 +22,7 @@ use opentelemetry::KeyValue;
 
 use super::{
     context::{new_span_id, new_trace_id},
-    model::{Correlation, DbFacts, ErrorKind, Facts, SpanKind, SpanRecord, SpanStatus},
+    model::{Correlation, DbFacts, ErrorKind, Facts, SpanKind, SpanName, SpanRecord, SpanStatus},
 };
 use crate::{
     clock::Clock,
@@ -48,14 +48,12 @@ pub fn statement_span(
     if let Some(db) = &info.database {
         attrs.push(KeyValue::new("db.namespace", Arc::clone(db)));
     }
-    let mut summary = None;
     let mut summary_value = None;
     match &st.text {
         StatementText::Known(q) => {
             attrs.push(KeyValue::new("db.query.text", Arc::clone(&q.text)));
             if let Some(s) = &q.summary {
                 attrs.push(KeyValue::new("db.query.summary", Arc::clone(s)));
-                summary = Some(s.to_string());
                 summary_value = Some(Arc::clone(s));
             }
             if q.truncated {
@@ -123,6 +121,12 @@ pub fn statement_span(
         .as_ref()
         .map(|e| Arc::from(e.code.as_deref().unwrap_or("_OTHER")))
         .or_else(|| st.warning.as_deref().map(Arc::from));
+    let name = match (summary_value.clone(), &operation) {
+        (Some(s), _) => SpanName::Shared(s),
+        (None, Some(Cow::Borrowed(op))) => SpanName::Static(op),
+        (None, Some(Cow::Owned(op))) => SpanName::Owned(op.clone()),
+        (None, None) => SpanName::Static("postgresql"),
+    };
     let facts = Facts::Db(DbFacts {
         namespace: info.database.clone(),
         operation,
@@ -132,11 +136,6 @@ pub fn statement_span(
         server_port,
         error,
     });
-    let name: Cow<'static, str> = match (summary, &st.operation) {
-        (Some(s), _) => Cow::Owned(s),
-        (None, Some(op)) => Cow::Owned(op.clone()),
-        (None, None) => Cow::Borrowed("postgresql"),
-    };
     SpanRecord {
         trace_id: new_trace_id(),
         span_id: new_span_id(),

@@ -15,7 +15,7 @@ use opentelemetry::KeyValue;
 
 use super::{
     http::{assemble, endpoint_attrs, error_kind, peer_attrs, transport_error},
-    model::{ErrorKind, Facts, RpcFacts, SpanKind, SpanRecord, SpanStatus},
+    model::{ErrorKind, Facts, RpcFacts, SpanKind, SpanName, SpanRecord, SpanStatus},
     redact::cut,
 };
 use crate::{
@@ -114,12 +114,12 @@ pub fn grpc_span(ex: &H2Exchange, conn: &ConnContext<'_>, clock: &Clock) -> Span
         .and_then(method_of)
         .map(|m| cut(m, MAX_METHOD_LEN));
     let mut method_value = None;
-    let name: Cow<'static, str> = match method {
+    let name = match method {
         Some(m) => {
             let value = intern(m);
             attrs.push(KeyValue::new("rpc.method", Arc::clone(&value)));
-            method_value = Some(value);
-            Cow::Owned(m.to_string())
+            method_value = Some(Arc::clone(&value));
+            SpanName::Shared(value)
         }
         None => {
             attrs.push(KeyValue::new("rpc.method", "_OTHER"));
@@ -129,7 +129,7 @@ pub fn grpc_span(ex: &H2Exchange, conn: &ConnContext<'_>, clock: &Clock) -> Span
                     cut(p, MAX_METHOD_LEN).to_string(),
                 ));
             }
-            Cow::Borrowed("grpc")
+            SpanName::Static("grpc")
         }
     };
     attrs.push(KeyValue::new("network.protocol.name", "http"));

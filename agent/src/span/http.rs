@@ -1,14 +1,15 @@
 //! HTTP exchange → span, per the stable OpenTelemetry HTTP semantic
 //! conventions (v1.26+ names).
 
-use std::{borrow::Cow, fmt::Write as _, net::IpAddr, sync::Arc};
+use std::{fmt::Write as _, net::IpAddr, sync::Arc};
 
 use opentelemetry::KeyValue;
 
 use super::{
     context::{TraceParent, new_span_id, new_trace_id},
     model::{
-        Correlation, ErrorKind, Facts, HTTP_METHODS, HttpFacts, SpanKind, SpanRecord, SpanStatus,
+        Correlation, ErrorKind, Facts, HTTP_METHODS, HttpFacts, SpanKind, SpanName, SpanRecord,
+        SpanStatus,
     },
     redact::{Redactor, cut, strip_userinfo},
 };
@@ -208,7 +209,7 @@ pub(crate) fn endpoint_attrs(
 pub(crate) fn assemble(
     conn: &ConnContext<'_>,
     clock: &Clock,
-    name: Cow<'static, str>,
+    name: SpanName,
     traceparent: Option<&str>,
     tracestate: Option<&str>,
     (start_ns, end_ns): (u64, u64),
@@ -349,7 +350,7 @@ pub fn http_span(
     assemble(
         conn,
         clock,
-        Cow::Borrowed(method),
+        SpanName::Static(method),
         req.traceparent,
         req.tracestate,
         (call.start_ns, call.end_ns),

@@ -17,4 +17,4 @@ pub mod model;
 pub mod redact;
 pub mod route;
 
-pub use model::{SpanKind, SpanRecord, SpanStatus};
+pub use model::{SpanKind, SpanName, SpanRecord, SpanStatus};

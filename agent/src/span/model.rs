@@ -60,6 +60,82 @@ impl Correlation {
     }
 }
 
+/// A span's name: static, shared with other spans (`Arc`), or its own.
+#[derive(Clone, Debug)]
+pub enum SpanName {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Owned(String),
+}
+
+impl SpanName {
+    pub fn as_str(&self) -> &str {
+        match self {
+            SpanName::Static(s) => s,
+            SpanName::Shared(s) => s,
+            SpanName::Owned(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for SpanName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for SpanName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for SpanName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl PartialEq<str> for SpanName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for SpanName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<&'static str> for SpanName {
+    fn from(s: &'static str) -> Self {
+        SpanName::Static(s)
+    }
+}
+
+impl From<String> for SpanName {
+    fn from(s: String) -> Self {
+        SpanName::Owned(s)
+    }
+}
+
+impl From<Arc<str>> for SpanName {
+    fn from(s: Arc<str>) -> Self {
+        SpanName::Shared(s)
+    }
+}
+
+impl From<Cow<'static, str>> for SpanName {
+    fn from(s: Cow<'static, str>) -> Self {
+        match s {
+            Cow::Borrowed(s) => SpanName::Static(s),
+            Cow::Owned(s) => SpanName::Owned(s),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SpanRecord {
     pub trace_id: [u8; 16],
@@ -70,8 +146,10 @@ pub struct SpanRecord {
     pub trace_flags: u8,
     pub trace_state: Option<String>,
     pub kind: SpanKind,
-    /// Static for every name the agent makes (`GET`, `HTTP`, ...).
-    pub name: Cow<'static, str>,
+    /// Static or shared for the names the agent makes (`GET`, `GET
+    /// /users/{id}`, a gRPC method, a query summary): no allocation per
+    /// span.
+    pub name: SpanName,
     pub start_unix_ns: u64,
     pub end_unix_ns: u64,
     pub attributes: Vec<KeyValue>,

@@ -19,6 +19,7 @@ pub mod framing;
 pub mod frontend;
 pub mod session;
 pub mod sql;
+pub mod texts;
 pub mod wire;
 
 use std::time::Duration;

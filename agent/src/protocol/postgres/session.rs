@@ -38,7 +38,7 @@ use agent_common::Direction;
 use super::{
     backend::ErrorFields,
     framing::{self, Framer},
-    frontend, sql,
+    frontend, sql, texts,
     wire::Stream,
 };
 pub use crate::protocol::{EventTimes, Outcome};
@@ -183,7 +183,7 @@ struct Stmt {
 struct QueryCycle {
     stmts: VecDeque<Stmt>,
     /// The query string as kept (for error positions, in characters).
-    raw: Option<Box<str>>,
+    raw: Option<Arc<str>>,
     /// Statements finished so far.
     done: usize,
     /// An error ended the cycle: the remaining statements do not run.
@@ -548,19 +548,35 @@ impl State {
         }
     }
 
-    fn query_text(&self, raw: &[u8], cut: bool, parameterized_exempt: bool) -> Arc<QueryText> {
-        let s = String::from_utf8_lossy(raw);
+    /// What else than its bytes a text's [`QueryText`] depends on.
+    fn shape(&self, query: bool) -> texts::Shape {
+        texts::Shape {
+            query,
+            sanitize: self.limits.sanitize,
+            max_query_bytes: self.limits.max_query_bytes,
+        }
+    }
+
+    fn query_text(&self, s: &str, cut: bool, parameterized_exempt: bool) -> Arc<QueryText> {
         let max = self.limits.max_query_bytes;
-        let sanitize = self.limits.sanitize && !(parameterized_exempt && sql::has_parameters(&s));
-        let text = if sanitize {
-            sql::sanitize(&s, max)
-        } else {
-            sql::trimmed(&s, max)
-        };
+        let sanitize = self.limits.sanitize && !(parameterized_exempt && sql::has_parameters(s));
+        let truncated = cut || s.len() > max;
+        let summary = || sql::summarize(s).map(Arc::from);
+        if sanitize {
+            let text = sql::sanitize(s, max);
+            if !truncated {
+                return texts::sanitized(text, summary);
+            }
+            return Arc::new(QueryText {
+                text: text.into(),
+                summary: summary(),
+                truncated,
+            });
+        }
         Arc::new(QueryText {
-            summary: sql::summarize(&s).map(Arc::from),
-            truncated: cut || s.len() > max,
-            text: text.into(),
+            text: sql::trimmed(s, max).into(),
+            summary: summary(),
+            truncated,
         })
     }
 

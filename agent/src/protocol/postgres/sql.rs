@@ -807,7 +807,13 @@ mod tests {
 
     #[test]
     fn summaries() {
-        let s = |q: &str| summarize(q).unwrap_or_default();
+        // Every summary is also that of the sanitized text (statements
+        // differing only in literals share one summary: `texts`).
+        let s = |q: &str| {
+            let summary = summarize(q);
+            assert_eq!(summary, summarize(&sanitize(q, 4096)), "{q}");
+            summary.unwrap_or_default()
+        };
         assert_eq!(
             s("SELECT * FROM wuser_table WHERE username = ?"),
             "SELECT wuser_table"

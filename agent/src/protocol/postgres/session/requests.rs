@@ -1,13 +1,14 @@
 //! Frontend messages becoming units awaiting their answers (the server
 //! reading, or the client writing, them).
 
-use std::{collections::VecDeque, sync::Arc};
+use std::sync::Arc;
 
 use super::{ConnInfo, Exec, MAX_PORTALS, Outcome, QueryCycle, State, StatementText, Stmt, Unit};
 use crate::protocol::postgres::{
     framing::{DesyncReason, Message, Sink},
     frontend::{self, MAX_NAME, Untyped},
     sql,
+    texts::{self, Parsed, Statement},
     wire::{self, Stream},
 };
 
@@ -19,24 +20,37 @@ impl FrontendSink<'_> {
     fn on_query(&mut self, m: &Message<'_>) {
         let st = &mut *self.st;
         let (raw, cut) = frontend::query_text(m.body, m.len, m.complete);
-        let text = String::from_utf8_lossy(raw);
-        let mut stmts = VecDeque::new();
-        for (a, b) in sql::split_statements(&text) {
-            let piece = &text.as_bytes()[a..b];
-            let last = b == text.len();
-            stmts.push_back(Stmt {
-                text: StatementText::Known(st.query_text(piece, cut && last, false)),
-                range: (a, b),
+        let build = |text: &str| Parsed {
+            raw: Arc::from(text),
+            statements: sql::split_statements(text)
+                .into_iter()
+                .map(|(a, b)| Statement {
+                    range: (a, b),
+                    text: st.query_text(&text[a..b], cut && b == text.len(), false),
+                })
+                .collect(),
+        };
+        let parsed = if cut {
+            Arc::new(build(&String::from_utf8_lossy(raw)))
+        } else {
+            texts::parsed(raw, st.shape(true), build)
+        };
+        let stmts = parsed
+            .statements
+            .iter()
+            .map(|s| Stmt {
+                text: StatementText::Known(Arc::clone(&s.text)),
+                range: s.range,
                 rows: 0,
                 copy_out: false,
                 warning: None,
-            });
-        }
+            })
+            .collect();
         st.group_start = None;
         let start_ns = st.start_ns(&m.start);
         st.push(Unit::Query(QueryCycle {
             stmts,
-            raw: Some(text.into_owned().into_boxed_str()),
+            raw: Some(Arc::clone(&parsed.raw)),
             done: 0,
             failed: false,
             start_ns,
@@ -93,7 +107,20 @@ impl Sink for FrontendSink<'_> {
                     return;
                 };
                 let name: Box<str> = wire::text(name, MAX_NAME).into_boxed_str();
-                let text = self.st.query_text(raw, cut, true);
+                let st = &*self.st;
+                let build = |text: &str| Parsed {
+                    raw: Arc::from(text),
+                    statements: Box::new([Statement {
+                        range: (0, text.len()),
+                        text: st.query_text(text, cut, true),
+                    }]),
+                };
+                let parsed = if cut {
+                    Arc::new(build(&String::from_utf8_lossy(raw)))
+                } else {
+                    texts::parsed(raw, st.shape(false), build)
+                };
+                let text = Arc::clone(&parsed.statements[0].text);
                 let max = self.st.limits.max_prepared;
                 if self.st.prepared.insert(name.clone(), text, max) {
                     self.st.counts.prepared_evicted += 1;
