@@ -179,23 +179,21 @@ fn bench(sc: &Scenario) {
             }));
         }
         for (from_client, bytes) in &sc.setup {
-            let (dc, ds) = if *from_client {
-                (Direction::Egress, Direction::Ingress)
+            // The writer's record, then the reader's.
+            let (client, server) = ((CLIENT_PID, 1000 + c), (SERVER_PID, 2000 + c));
+            let (writer, reader) = if *from_client {
+                (client, server)
             } else {
-                (Direction::Ingress, Direction::Egress)
+                (server, client)
             };
-            let (first, second) = if *from_client {
-                ((CLIENT_PID, 1000 + c, dc), (SERVER_PID, 2000 + c, ds))
-            } else {
-                ((SERVER_PID, 2000 + c, ds), (CLIENT_PID, 1000 + c, dc))
-            };
-            pipeline.on_record(data(first.0, first.1, first.2, bytes, (t, t + 1_000)));
+            let times = [(t, t + 1_000), (t + 2_000, t + 3_000)];
+            pipeline.on_record(data(writer.0, writer.1, Direction::Egress, bytes, times[0]));
             pipeline.on_record(data(
-                second.0,
-                second.1,
-                second.2,
+                reader.0,
+                reader.1,
+                Direction::Ingress,
                 bytes,
-                (t + 2_000, t + 3_000),
+                times[1],
             ));
             t += 5_000;
         }

@@ -121,21 +121,6 @@ impl From<String> for SpanName {
     }
 }
 
-impl From<Arc<str>> for SpanName {
-    fn from(s: Arc<str>) -> Self {
-        SpanName::Shared(s)
-    }
-}
-
-impl From<Cow<'static, str>> for SpanName {
-    fn from(s: Cow<'static, str>) -> Self {
-        match s {
-            Cow::Borrowed(s) => SpanName::Static(s),
-            Cow::Owned(s) => SpanName::Owned(s),
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct SpanRecord {
     pub trace_id: [u8; 16],

@@ -61,24 +61,49 @@ pub struct Shape {
     pub max_query_bytes: usize,
 }
 
-struct Slot {
-    hash: u64,
-    shape: Shape,
-    parsed: Arc<Parsed>,
+/// A direct-mapped table: an entry per slot, chosen by its hash, a new
+/// entry replacing the one in its slot.
+struct Slots<V> {
+    slots: Vec<Option<(u64, V)>>,
+}
+
+impl<V: Clone> Slots<V> {
+    const fn new() -> Self {
+        Self { slots: Vec::new() }
+    }
+
+    fn index(hash: u64) -> usize {
+        (hash as usize) % SLOTS
+    }
+
+    fn get(&self, hash: u64, matches: impl FnOnce(&V) -> bool) -> Option<V> {
+        match self.slots.get(Self::index(hash))? {
+            Some((h, v)) if *h == hash && matches(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, hash: u64, v: V) {
+        if self.slots.is_empty() {
+            self.slots.resize_with(SLOTS, || None);
+        }
+        self.slots[Self::index(hash)] = Some((hash, v));
+    }
 }
 
 struct Table {
     hasher: foldhash::fast::RandomState,
-    slots: Vec<Option<Slot>>,
+    /// Query and Parse texts, by bytes and shape.
+    parsed: Slots<(Shape, Arc<Parsed>)>,
     /// Sanitized statements, not cut.
-    sanitized: Vec<Option<(u64, Arc<QueryText>)>>,
+    sanitized: Slots<Arc<QueryText>>,
 }
 
 thread_local! {
     static TABLE: RefCell<Table> = RefCell::new(Table {
         hasher: foldhash::fast::RandomState::default(),
-        slots: Vec::new(),
-        sanitized: Vec::new(),
+        parsed: Slots::new(),
+        sanitized: Slots::new(),
     });
 }
 
@@ -86,71 +111,57 @@ thread_local! {
 /// text is `text`: from the table, else made with the summary `summary`
 /// gives, and kept.
 pub fn sanitized(text: String, summary: impl FnOnce() -> Option<Arc<str>>) -> Arc<QueryText> {
-    let build = |text: String, summary: Option<Arc<str>>| {
+    let build = |text: String| {
         Arc::new(QueryText {
             text: text.into(),
-            summary,
+            summary: summary(),
             truncated: false,
         })
     };
     if text.len() > MAX_LEN {
-        return build(text, summary());
+        return build(text);
     }
     TABLE.with_borrow_mut(|table| {
         let hash = table.hasher.hash_one(text.as_str());
-        if table.sanitized.is_empty() {
-            table.sanitized.resize_with(SLOTS, || None);
+        if let Some(q) = table.sanitized.get(hash, |q| *q.text == *text) {
+            return q;
         }
-        let slot = &mut table.sanitized[(hash as usize) % SLOTS];
-        if let Some((h, q)) = slot
-            && *h == hash
-            && *q.text == *text
-        {
-            return Arc::clone(q);
-        }
-        let q = build(text, summary());
-        *slot = Some((hash, Arc::clone(&q)));
+        let q = build(text);
+        table.sanitized.put(hash, Arc::clone(&q));
         q
     })
 }
 
-/// What `raw` (a complete text, not cut) becomes with `shape`: from the
-/// table, else built by `build` (given the text as UTF-8, lossily) and
-/// kept.
-pub fn parsed(raw: &[u8], shape: Shape, build: impl FnOnce(&str) -> Parsed) -> Arc<Parsed> {
+/// What the text `raw` becomes with `shape`: from the table, else built by
+/// `build` (given the text as UTF-8, lossily) and kept — unless `cut` (the
+/// text is not complete), too long or not UTF-8.
+pub fn parsed(
+    raw: &[u8],
+    cut: bool,
+    shape: Shape,
+    build: impl FnOnce(&str) -> Parsed,
+) -> Arc<Parsed> {
     let text = match std::str::from_utf8(raw) {
-        Ok(t) if t.len() <= MAX_LEN => t,
+        Ok(t) if !cut && t.len() <= MAX_LEN => t,
         _ => return Arc::new(build(&String::from_utf8_lossy(raw))),
     };
     // Looked up, built and kept in three steps: `build` uses the table of
     // sanitized statements (the `RefCell` is not held across it).
-    let found = TABLE.with_borrow_mut(|table| {
+    let (hash, found) = TABLE.with_borrow(|table| {
         let mut h = table.hasher.build_hasher();
         shape.hash(&mut h);
         text.hash(&mut h);
         let hash = h.finish();
-        if table.slots.is_empty() {
-            table.slots.resize_with(SLOTS, || None);
-        }
-        match &table.slots[(hash as usize) % SLOTS] {
-            Some(s) if s.hash == hash && s.shape == shape && &*s.parsed.raw == text => {
-                Ok(Arc::clone(&s.parsed))
-            }
-            _ => Err(hash),
-        }
+        let found = table
+            .parsed
+            .get(hash, |(s, p)| *s == shape && &*p.raw == text);
+        (hash, found)
     });
-    let hash = match found {
-        Ok(parsed) => return parsed,
-        Err(hash) => hash,
-    };
+    if let Some((_, parsed)) = found {
+        return parsed;
+    }
     let parsed = Arc::new(build(text));
-    TABLE.with_borrow_mut(|table| {
-        table.slots[(hash as usize) % SLOTS] = Some(Slot {
-            hash,
-            shape,
-            parsed: Arc::clone(&parsed),
-        });
-    });
+    TABLE.with_borrow_mut(|table| table.parsed.put(hash, (shape, Arc::clone(&parsed))));
     parsed
 }
 
@@ -177,8 +188,8 @@ mod tests {
     #[test]
     fn a_repeat_is_not_built_again() {
         let mut n = 0;
-        let a = parsed(b"SELECT 1", SHAPE, build(&mut n));
-        let b = parsed(b"SELECT 1", SHAPE, build(&mut n));
+        let a = parsed(b"SELECT 1", false, SHAPE, build(&mut n));
+        let b = parsed(b"SELECT 1", false, SHAPE, build(&mut n));
         assert_eq!(n, 1);
         assert!(Arc::ptr_eq(&a, &b));
         // Another shape is another result.
@@ -186,10 +197,13 @@ mod tests {
             sanitize: false,
             ..SHAPE
         };
-        let c = parsed(b"SELECT 1", shape, build(&mut n));
+        let c = parsed(b"SELECT 1", false, shape, build(&mut n));
         assert_eq!(n, 2);
         assert!(!Arc::ptr_eq(&a, &c));
-        assert_eq!(&*parsed(b"SELECT 2", SHAPE, build(&mut n)).raw, "SELECT 2");
+        assert_eq!(
+            &*parsed(b"SELECT 2", false, SHAPE, build(&mut n)).raw,
+            "SELECT 2"
+        );
         assert_eq!(n, 3);
     }
 
@@ -197,11 +211,11 @@ mod tests {
     fn long_and_invalid_texts_are_not_kept() {
         let mut n = 0;
         let long = vec![b'x'; MAX_LEN + 1];
-        parsed(&long, SHAPE, build(&mut n));
-        parsed(&long, SHAPE, build(&mut n));
+        parsed(&long, false, SHAPE, build(&mut n));
+        parsed(&long, false, SHAPE, build(&mut n));
         assert_eq!(n, 2);
-        let a = parsed(b"SELECT '\xff'", SHAPE, build(&mut n));
-        parsed(b"SELECT '\xff'", SHAPE, build(&mut n));
+        let a = parsed(b"SELECT '\xff'", false, SHAPE, build(&mut n));
+        parsed(b"SELECT '\xff'", false, SHAPE, build(&mut n));
         assert_eq!(n, 4);
         assert_eq!(&*a.raw, "SELECT '\u{fffd}'");
     }
@@ -226,16 +240,21 @@ mod tests {
     #[test]
     fn bounded() {
         let mut n = 0;
-        let kept = parsed(b"SELECT 'kept'", SHAPE, build(&mut n));
+        let kept = parsed(b"SELECT 'kept'", false, SHAPE, build(&mut n));
         for i in 0..SLOTS * 4 {
-            parsed(format!("SELECT {i}").as_bytes(), SHAPE, build(&mut n));
+            parsed(
+                format!("SELECT {i}").as_bytes(),
+                false,
+                SHAPE,
+                build(&mut n),
+            );
         }
         for i in 0..SLOTS * 4 {
             sanitized(format!("SELECT {i}"), || None);
         }
         TABLE.with_borrow(|t| {
-            assert_eq!(t.slots.len(), SLOTS);
-            assert_eq!(t.sanitized.len(), SLOTS);
+            assert_eq!(t.parsed.slots.len(), SLOTS);
+            assert_eq!(t.sanitized.slots.len(), SLOTS);
         });
         // Handed out before being replaced: still valid.
         assert_eq!(&*kept.raw, "SELECT 'kept'");

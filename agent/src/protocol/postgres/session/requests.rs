@@ -30,11 +30,7 @@ impl FrontendSink<'_> {
                 })
                 .collect(),
         };
-        let parsed = if cut {
-            Arc::new(build(&String::from_utf8_lossy(raw)))
-        } else {
-            texts::parsed(raw, st.shape(true), build)
-        };
+        let parsed = texts::parsed(raw, cut, st.shape(true), build);
         let stmts = parsed
             .statements
             .iter()
@@ -115,11 +111,7 @@ impl Sink for FrontendSink<'_> {
                         text: st.query_text(text, cut, true),
                     }]),
                 };
-                let parsed = if cut {
-                    Arc::new(build(&String::from_utf8_lossy(raw)))
-                } else {
-                    texts::parsed(raw, st.shape(false), build)
-                };
+                let parsed = texts::parsed(raw, cut, st.shape(false), build);
                 let text = Arc::clone(&parsed.statements[0].text);
                 let max = self.st.limits.max_prepared;
                 if self.st.prepared.insert(name.clone(), text, max) {
