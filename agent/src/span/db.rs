@@ -72,9 +72,11 @@ pub fn statement_span(
     }
     let mut operation = None;
     if let Some(op) = &st.operation {
-        let (value, cow) = operation_value(op);
-        attrs.push(KeyValue::new("db.operation.name", value));
-        operation = Some(cow);
+        attrs.push(KeyValue::new(
+            "db.operation.name",
+            operation_value(op.clone()),
+        ));
+        operation = Some(op.clone());
     }
     if let Some(rows) = st.rows {
         attrs.push(KeyValue::new(
@@ -164,28 +166,12 @@ pub fn statement_span(
     }
 }
 
-/// The operation as an attribute value and as a metric label: the frequent
-/// ones without an allocation.
-fn operation_value(op: &str) -> (opentelemetry::StringValue, Cow<'static, str>) {
-    const COMMON: &[&str] = &[
-        "SELECT",
-        "INSERT",
-        "UPDATE",
-        "DELETE",
-        "MERGE",
-        "BEGIN",
-        "COMMIT",
-        "ROLLBACK",
-        "COPY",
-        "FETCH",
-        "SET",
-        "START TRANSACTION",
-        "SAVEPOINT",
-        "RELEASE",
-    ];
-    match COMMON.iter().find(|c| **c == op) {
-        Some(c) => ((*c).into(), Cow::Borrowed(*c)),
-        None => (op.to_string().into(), Cow::Owned(op.to_string())),
+/// The operation as an attribute value: the common ones are static
+/// (`backend::command_tag`), so neither it nor the metric label allocates.
+fn operation_value(op: Cow<'static, str>) -> opentelemetry::StringValue {
+    match op {
+        Cow::Borrowed(s) => s.into(),
+        Cow::Owned(s) => s.into(),
     }
 }
 

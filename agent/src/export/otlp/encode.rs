@@ -66,6 +66,10 @@ const STATUS_ERROR: u64 = 2;
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 const FLAG_IS_REMOTE: u32 = 0x200;
 
+/// Typical encoded size of one span (an HTTP or database span with its
+/// attributes is 300–700 bytes), to guess a group's length bytes.
+const SPAN_BYTES_GUESS: usize = 500;
+
 /// The instrumentation scope every span is reported under.
 pub struct Scope {
     pub name: &'static str,
@@ -135,10 +139,13 @@ pub fn encode_request<S: Borrow<SpanRecord>>(
                 .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
                 .collect()
         });
-        // A batch of a few thousand spans is a few MiB: 4-byte lengths.
-        write_msg(out, REQUEST_RESOURCE_SPANS, 4, |out| {
+        // Room for the two group lengths as the group's size will likely
+        // need them, so the group's bytes are rarely moved once written
+        // (a wrong guess costs one move, never a wrong length).
+        let reserve = encoded_len_varint((members.len() * SPAN_BYTES_GUESS) as u64);
+        write_msg(out, REQUEST_RESOURCE_SPANS, reserve, |out| {
             write_bytes(out, RESOURCE_SPANS_RESOURCE, resource);
-            write_msg(out, RESOURCE_SPANS_SCOPE_SPANS, 4, |out| {
+            write_msg(out, RESOURCE_SPANS_SCOPE_SPANS, reserve, |out| {
                 write_msg(out, SCOPE_SPANS_SCOPE, 1, |b| {
                     write_opt_str(b, SCOPE_NAME, scope.name);
                     write_opt_str(b, SCOPE_VERSION, scope.version);

@@ -2,6 +2,8 @@
 //! uses (command tags, error fields, row descriptions), and how plausible a
 //! header is for resynchronisation and role inference.
 
+use std::borrow::Cow;
+
 use super::wire::{be16, be32, cstr, is_texty, text};
 
 /// Most columns a row can have (`MaxTupleAttributeNumber`).
@@ -157,11 +159,82 @@ pub fn plausible(
     Some(strength)
 }
 
+/// Operations CommandComplete tags name most often: returned as `&'static
+/// str`, so a statement's end allocates nothing for its tag.
+const COMMON_OPERATIONS: &[&str] = &[
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "MERGE",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "COPY",
+    "FETCH",
+    "MOVE",
+    "SET",
+    "SHOW",
+    "START TRANSACTION",
+    "SAVEPOINT",
+    "RELEASE",
+    "PREPARE",
+    "DEALLOCATE",
+    "EXECUTE",
+    "DISCARD ALL",
+    "LISTEN",
+    "NOTIFY",
+    "RESET",
+];
+
+/// Longest tag text kept.
+const MAX_TAG: usize = 64;
+
 /// A CommandComplete tag: the operation (`INSERT`, `CREATE TABLE`) and the
-/// row count it reports, if any (`SELECT 5`, `INSERT 0 1` → 1).
-pub fn command_tag(body: &[u8]) -> (String, Option<u64>) {
+/// row count it reports, if any (`SELECT 5`, `INSERT 0 1` → 1). Words are
+/// single-spaced; trailing numbers are counts (the last one is the rows).
+pub fn command_tag(body: &[u8]) -> (Cow<'static, str>, Option<u64>) {
     let raw = cstr(body).map_or(body, |(t, _)| t);
-    let tag = text(raw, 64);
+    if raw.len() <= MAX_TAG && raw.is_ascii() {
+        // Peel trailing numeric words off the bytes, no allocation.
+        let mut op = raw;
+        let mut count = None;
+        loop {
+            let end = op.trim_ascii_end();
+            let start = end
+                .iter()
+                .rposition(u8::is_ascii_whitespace)
+                .map_or(0, |i| i + 1);
+            let word = &end[start..];
+            match std::str::from_utf8(word)
+                .ok()
+                .and_then(|w| w.parse::<u64>().ok())
+            {
+                Some(n) if !word.is_empty() => {
+                    count.get_or_insert(n);
+                    op = &end[..start];
+                }
+                _ => {
+                    op = end;
+                    break;
+                }
+            }
+        }
+        let op = op.trim_ascii_start();
+        if let Some(common) = COMMON_OPERATIONS.iter().find(|c| c.as_bytes() == op) {
+            return (Cow::Borrowed(*common), count);
+        }
+        // ASCII: the bytes are the text.
+        let text = String::from_utf8_lossy(op);
+        let words: Vec<&str> = text.split_ascii_whitespace().collect();
+        return (Cow::Owned(words.join(" ")), count);
+    }
+    tag_words(raw)
+}
+
+/// The general path: any bytes, cut to [`MAX_TAG`], split into words.
+fn tag_words(raw: &[u8]) -> (Cow<'static, str>, Option<u64>) {
+    let tag = text(raw, MAX_TAG);
     let mut words: Vec<&str> = tag.split_ascii_whitespace().collect();
     let mut count = None;
     while let Some(last) = words.last() {
@@ -173,7 +246,7 @@ pub fn command_tag(body: &[u8]) -> (String, Option<u64>) {
             Err(_) => break,
         }
     }
-    (words.join(" "), count)
+    (Cow::Owned(words.join(" ")), count)
 }
 
 /// The fields of an ErrorResponse / NoticeResponse the agent uses.
@@ -232,7 +305,60 @@ mod tests {
             ("CREATE TABLE".into(), None)
         );
         assert_eq!(command_tag(b"COPY 50"), ("COPY".into(), Some(50)));
-        assert_eq!(command_tag(b""), (String::new(), None));
+        assert_eq!(command_tag(b""), ("".into(), None));
+        // Common operations are static; others and odd spacing are owned
+        // and single-spaced, as the slow path makes them.
+        assert!(matches!(
+            command_tag(b"SELECT 1\0").0,
+            Cow::Borrowed("SELECT")
+        ));
+        assert!(matches!(
+            command_tag(b"START TRANSACTION\0").0,
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            command_tag(b" CREATE  TABLE \0"),
+            ("CREATE TABLE".into(), None)
+        );
+        assert_eq!(command_tag(b"INSERT 0 +7\0"), ("INSERT".into(), Some(7)));
+        assert_eq!(command_tag(b"12 34\0"), ("".into(), Some(34)));
+        assert_eq!(command_tag(b"SELECT x1\0"), ("SELECT x1".into(), None));
+        // Longer than MAX_TAG: cut first (the count is cut too, then
+        // overflows: no count, as before).
+        let long = [b"SELECT ".as_slice(), &[b'9'; 70], b"\0"].concat();
+        assert_eq!(command_tag(&long), tag_words(&long[..long.len() - 1]));
+        assert_eq!(command_tag(&long).1, None);
+        assert_eq!(
+            command_tag("CRÉER 3\0".as_bytes()),
+            ("CRÉER".into(), Some(3))
+        );
+    }
+
+    /// The allocation-free path and the general one agree on every tag
+    /// shape.
+    #[test]
+    fn tag_paths_agree() {
+        for tag in [
+            "SELECT 5",
+            "INSERT 0 1",
+            "CREATE TABLE",
+            "COPY 50",
+            "",
+            " ",
+            "1",
+            "MOVE 0",
+            "FETCH 10",
+            "DISCARD ALL",
+            "ALTER  TABLE",
+            "SELECT\t3",
+            "A 1 B 2",
+            "X 99999999999999999999",
+        ] {
+            let mut body = tag.as_bytes().to_vec();
+            body.push(0);
+            let fast = command_tag(&body);
+            assert_eq!(fast, tag_words(tag.as_bytes()), "{tag:?}");
+        }
     }
 
     #[test]

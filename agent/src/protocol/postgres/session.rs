@@ -29,6 +29,7 @@
 //! shifted.
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, VecDeque},
     sync::Arc,
 };
@@ -93,7 +94,7 @@ pub enum StatementText {
 pub struct PgStatement {
     pub text: StatementText,
     /// The CommandComplete tag's operation (`SELECT`, `CREATE TABLE`).
-    pub operation: Option<String>,
+    pub operation: Option<Cow<'static, str>>,
     pub error: Option<ErrorFields>,
     /// SQLSTATE of a warning (class 01) raised by the statement.
     pub warning: Option<String>,
@@ -726,7 +727,7 @@ impl State {
 
 /// How a statement ended.
 enum FinishAs {
-    Tag(String, Option<u64>),
+    Tag(Cow<'static, str>, Option<u64>),
     Error(ErrorFields),
     Suspended,
     Empty,
@@ -734,7 +735,7 @@ enum FinishAs {
 }
 
 type Resolved = (
-    Option<String>,
+    Option<Cow<'static, str>>,
     Option<u64>,
     Option<ErrorFields>,
     bool,
@@ -745,7 +746,7 @@ impl FinishAs {
     fn resolve(self, rows_seen: u64, copy_out: bool) -> Resolved {
         match self {
             FinishAs::Tag(op, count) => {
-                let reports_rows = matches!(op.as_str(), "SELECT" | "FETCH")
+                let reports_rows = matches!(&*op, "SELECT" | "FETCH")
                     || (op == "COPY" && copy_out)
                     || rows_seen > 0;
                 let rows = if reports_rows {

@@ -47,8 +47,34 @@ fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
+/// Bytes that continue an identifier, by byte value: one load per byte in
+/// the lexer's hottest loop.
+const IDENT_CONT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+        b += 1;
+    }
+    t
+};
+
 fn is_ident_cont(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+    IDENT_CONT[b as usize]
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c)
+}
+
+/// End of the run of bytes from `i` for which `keep` holds.
+#[inline(always)]
+fn run_end(s: &[u8], mut i: usize, keep: impl Fn(u8) -> bool) -> usize {
+    while i < s.len() && keep(s[i]) {
+        i += 1;
+    }
+    i
 }
 
 /// Tokens of `s`, in order, covering it entirely.
@@ -141,18 +167,13 @@ impl<'a> Lexer<'a> {
 impl Iterator for Lexer<'_> {
     type Item = Token;
 
+    #[inline]
     fn next(&mut self) -> Option<Token> {
         let s = self.s;
         let start = self.at;
         let b = *s.get(start)?;
         let (kind, end) = match b {
-            b' ' | b'\t' | b'\n' | b'\r' | 0x0c => {
-                let n = s[start..]
-                    .iter()
-                    .take_while(|&&c| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0c))
-                    .count();
-                (Kind::Space, start + n)
-            }
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0c => (Kind::Space, run_end(s, start + 1, is_space)),
             b'-' if self.peek(1) == b'-' => {
                 let n = s[start..].iter().take_while(|&&c| c != b'\n').count();
                 (Kind::Comment, start + n)
@@ -218,10 +239,7 @@ impl Iterator for Lexer<'_> {
                     (b'U', b'&') if self.peek(2) == b'"' => {
                         (Kind::QuotedIdent, self.quoted_end(start + 2, b'"', false))
                     }
-                    _ => {
-                        let n = s[start..].iter().take_while(|&&c| is_ident_cont(c)).count();
-                        (Kind::Word, start + n)
-                    }
+                    _ => (Kind::Word, run_end(s, start + 1, is_ident_cont)),
                 }
             }
             _ => {
