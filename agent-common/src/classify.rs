@@ -125,6 +125,23 @@ pub fn classify_prefix(b: &[u8; CLASSIFY_BYTES], len: usize, total: u64) -> Prot
     }
 }
 
+/// Whether the first `len` bytes of `b` start a TLS record
+/// ([RFC 8446 §5.1](https://www.rfc-editor.org/rfc/rfc8446#section-5.1)):
+/// content type change_cipher_spec, alert, handshake or application_data,
+/// legacy version 3.0–3.4, and a length within the 2^14 + 2048 bytes a
+/// record may carry. Such a connection is encrypted: its syscalls can never
+/// be parsed, so the kernel stops looking at it.
+#[inline(always)]
+pub fn tls_record(b: &[u8; CLASSIFY_BYTES], len: usize) -> bool {
+    if len < 5 {
+        return false;
+    }
+    let content_type_ok = matches!(b[0], 0x14..=0x17);
+    let version_ok = b[1] == 0x03 && b[2] <= 0x04;
+    let rec_len = (b[3] as u16) << 8 | b[4] as u16;
+    content_type_ok && version_ok && rec_len > 0 && rec_len <= (1 << 14) + 2048
+}
+
 /// HTTP/2 frame types ([RFC 9113 §6](https://www.rfc-editor.org/rfc/rfc9113#section-6)).
 pub mod h2 {
     pub const DATA: u8 = 0x0;
@@ -355,6 +372,48 @@ mod tests {
             b"PUT / HTTP/1.1\r\n",
         ] {
             assert_eq!(classify(r), Protocol::Http1);
+        }
+    }
+
+    fn tls(s: &[u8]) -> bool {
+        let mut b = [0u8; CLASSIFY_BYTES];
+        let n = s.len().min(CLASSIFY_BYTES);
+        b[..n].copy_from_slice(&s[..n]);
+        tls_record(&b, n)
+    }
+
+    #[test]
+    fn tls_records() {
+        for r in [
+            // ClientHello (record version 3.1), ServerHello, TLS 1.3
+            // application data, an alert, ChangeCipherSpec.
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+            b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03",
+            b"\x17\x03\x03\x40\x11",
+            b"\x15\x03\x03\x00\x02\x02\x28",
+            b"\x14\x03\x03\x00\x01\x01",
+        ] {
+            assert!(tls(r), "{r:?}");
+            // Never a supported protocol either.
+            assert_eq!(classify(r), Protocol::Unknown, "{r:?}");
+        }
+        for r in [
+            &b""[..],
+            b"\x16\x03\x01\x02",
+            // Record too long, empty, unknown content type, version 2.
+            b"\x17\x03\x03\x48\x01",
+            b"\x17\x03\x03\x00\x00",
+            b"\x18\x03\x03\x00\x10",
+            b"\x16\x02\x00\x00\x10",
+            b"\x17\x03\x05\x00\x10",
+            b"GET / HTTP/1.1\r\n",
+            b"PRI * HTTP/2.0\r\n",
+            b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
+            b"Q\x00\x00\x00\x0dSELECT 1\x00",
+            // An HTTP/2 SETTINGS frame.
+            b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64",
+        ] {
+            assert!(!tls(r), "{r:?}");
         }
     }
 

@@ -40,9 +40,15 @@ pub enum Counter {
     /// Connections dropped at their announcement because of their ports
     /// (selection), before any record.
     SelectionIgnoredConnections = 14,
+    /// Connections whose bytes are TLS records (encrypted: never
+    /// parseable from syscalls), ignored in the kernel from then on.
+    TlsIgnored = 15,
+    /// Connections the kernel stopped classifying after their limit of
+    /// data syscalls of no supported protocol (`capture.classify_attempts`).
+    UnclassifiedGivenUp = 16,
 }
 
-pub const COUNTER_COUNT: u32 = 15;
+pub const COUNTER_COUNT: u32 = 17;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -61,6 +67,8 @@ impl Counter {
         Counter::AgentOwnTraffic,
         Counter::SelectionSkippedSyscalls,
         Counter::SelectionIgnoredConnections,
+        Counter::TlsIgnored,
+        Counter::UnclassifiedGivenUp,
     ];
 
     /// Name of the counter in the agent's metrics.
@@ -81,6 +89,8 @@ impl Counter {
             Counter::AgentOwnTraffic => "agent_own_traffic",
             Counter::SelectionSkippedSyscalls => "selection_skipped_syscalls",
             Counter::SelectionIgnoredConnections => "selection_ignored_connections",
+            Counter::TlsIgnored => "tls_ignored",
+            Counter::UnclassifiedGivenUp => "unclassified_given_up",
         }
     }
 

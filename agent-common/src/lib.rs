@@ -15,7 +15,7 @@ pub mod record;
 pub mod sched;
 pub mod select;
 
-pub use classify::{Protocol, classify_prefix};
+pub use classify::{Protocol, classify_prefix, tls_record};
 pub use counters::Counter;
 pub use maps::{ConnKey, ConnState, ConnVal, EndpointKey, Inflight, IoKind};
 pub use offsets::KernelOffsets;
@@ -31,6 +31,11 @@ pub use record::{
 /// `agent-ebpf/src/capture.rs`) and must stay below the 32 KiB per-CPU
 /// allocation limit.
 pub const MAX_CAPTURE_BYTES: usize = 8192;
+
+/// Default number of data syscalls a tracked connection may carry bytes of
+/// no supported protocol before the kernel stops classifying it (see
+/// [`ConnVal::unclassified`]).
+pub const DEFAULT_CLASSIFY_ATTEMPTS: u32 = 256;
 
 /// Default payload prefix copied per syscall: large enough for the request
 /// line and headers of real HTTP traffic.

@@ -56,7 +56,12 @@ pub struct ConnVal {
     pub state: u8,
     /// [`crate::Protocol`] once classified.
     pub protocol: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// Data syscalls whose bytes matched no supported protocol while the
+    /// connection was unclassified; at the load-time limit the kernel
+    /// gives up on the connection (state `Ignored`).
+    pub unclassified: u16,
+    pub _pad2: [u8; 2],
 }
 
 const _: () = assert!(core::mem::size_of::<ConnVal>() == 16);

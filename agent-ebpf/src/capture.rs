@@ -9,7 +9,7 @@
 use agent_common::{
     CLASSIFY_BYTES, ConnKey, ConnState, ConnVal, Counter, DataFlags, DataHeader, Inflight, IoKind,
     MAX_CAPTURE_BYTES, MAX_IOVECS, Protocol, RecordKind, Role, Syscall, TAIL_BYTES,
-    classify_prefix, offsets::NO_REGS_WINDOW, record::DATA_HEADER_SIZE,
+    classify_prefix, offsets::NO_REGS_WINDOW, record::DATA_HEADER_SIZE, tls_record,
 };
 use aya_ebpf::{
     helpers::{
@@ -23,8 +23,8 @@ use aya_ebpf::{
 use crate::{
     conn::{self, ctx_read},
     maps::{
-        CONNS, DataScratch, EVENTS, INFLIGHT, SCRATCH, agent_tgid, capture_bytes, count, count_n,
-        offset, ring_flags,
+        CONNS, DataScratch, EVENTS, INFLIGHT, SCRATCH, agent_tgid, capture_bytes,
+        classify_attempts, count, count_n, offset, ring_flags,
     },
 };
 
@@ -275,11 +275,30 @@ fn finish_data(conn: *mut ConnVal, key: ConnKey, inflight: &Inflight, id: u64, r
     // mutated by the thread doing I/O on that descriptor or by userspace.
     let cv = unsafe { *conn };
     if cv.state == ConnState::Unknown as u8 {
-        let protocol = classify(inflight, ret as u64);
-        if protocol == Protocol::Unknown {
-            count(Counter::Unclassified);
-            return;
-        }
+        let protocol = match classify(inflight, ret as u64) {
+            Classified::Protocol(p) => p,
+            Classified::Tls => {
+                // SAFETY: as above.
+                unsafe { (*conn).state = ConnState::Ignored as u8 };
+                count(Counter::TlsIgnored);
+                return;
+            }
+            Classified::Unknown => {
+                count(Counter::Unclassified);
+                let seen = u32::from(cv.unclassified) + 1;
+                let limit = classify_attempts();
+                // SAFETY: as above.
+                unsafe {
+                    if limit != 0 && seen >= limit {
+                        (*conn).state = ConnState::Ignored as u8;
+                        count(Counter::UnclassifiedGivenUp);
+                    } else if seen <= u32::from(u16::MAX) {
+                        (*conn).unclassified = seen as u16;
+                    }
+                }
+                return;
+            }
+        };
         match conn::announce(key, &cv, protocol as u8, id) {
             conn::Announced::Yes => {}
             conn::Announced::RingFull => return,
@@ -341,10 +360,19 @@ fn uread<T>(addr: u64) -> Option<T> {
     }
 }
 
+/// What a connection's bytes are, as far as the kernel can tell.
+enum Classified {
+    Protocol(Protocol),
+    /// TLS records: encrypted, never parseable here.
+    Tls,
+    /// Not (yet) recognisable.
+    Unknown,
+}
+
 #[inline(always)]
-fn classify(inflight: &Inflight, ret: u64) -> Protocol {
+fn classify(inflight: &Inflight, ret: u64) -> Classified {
     let Some((ptr, len)) = first_segment(inflight) else {
-        return Protocol::Unknown;
+        return Classified::Unknown;
     };
     let mut n = if len < ret { len } else { ret };
     if n > CLASSIFY_BYTES as u64 {
@@ -356,9 +384,13 @@ fn classify(inflight: &Inflight, ret: u64) -> Protocol {
         generated::bpf_probe_read_user(buf.as_mut_ptr().cast(), n as u32, ptr as *const _)
     };
     if rc != 0 {
-        return Protocol::Unknown;
+        return Classified::Unknown;
     }
-    classify_prefix(&buf, n as usize, ret)
+    match classify_prefix(&buf, n as usize, ret) {
+        Protocol::Unknown if tls_record(&buf, n as usize) => Classified::Tls,
+        Protocol::Unknown => Classified::Unknown,
+        p => Classified::Protocol(p),
+    }
 }
 
 #[inline(always)]

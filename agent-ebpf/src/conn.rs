@@ -35,7 +35,9 @@ pub fn track(key: ConnKey, role: Role) -> bool {
         role: role as u8,
         state: ConnState::Unknown as u8,
         protocol: 0,
-        _pad: [0; 5],
+        _pad: 0,
+        unclassified: 0,
+        _pad2: [0; 2],
     };
     if CONNS.insert(&key, &val, 0).is_err() {
         count(Counter::ConnMapFull);

@@ -1,9 +1,9 @@
 //! Maps, load-time globals and counters.
 
 use agent_common::{
-    ConnKey, ConnVal, Counter, DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNS, DEFAULT_RING_BYTES,
-    EndpointKey, Inflight, KernelOffsets, MAX_CAPTURE_BYTES, MAX_INFLIGHT, MAX_PROCS_SEEN,
-    ProcInfoHeader,
+    ConnKey, ConnVal, Counter, DEFAULT_CAPTURE_BYTES, DEFAULT_CLASSIFY_ATTEMPTS, DEFAULT_MAX_CONNS,
+    DEFAULT_RING_BYTES, EndpointKey, Inflight, KernelOffsets, MAX_CAPTURE_BYTES, MAX_INFLIGHT,
+    MAX_PROCS_SEEN, ProcInfoHeader,
     counters::COUNTER_COUNT,
     record::{DataHeader, MAX_PROC_ENVIRON},
 };
@@ -80,6 +80,11 @@ static AGENT_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 static CAPTURE_BYTES: u32 = DEFAULT_CAPTURE_BYTES;
 
+/// Data syscalls of no supported protocol after which an unclassified
+/// connection is given up (0: never).
+#[unsafe(no_mangle)]
+static CLASSIFY_ATTEMPTS: u32 = DEFAULT_CLASSIFY_ATTEMPTS;
+
 /// Wake the reader once per this many records written on one CPU (0: on
 /// every record). Userspace also polls on a short timer, so nothing waits
 /// for long.
@@ -128,6 +133,12 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
 pub fn agent_tgid() -> u32 {
     // SAFETY: reading a plain global.
     unsafe { core::ptr::read_volatile(&raw const AGENT_TGID) }
+}
+
+#[inline(always)]
+pub fn classify_attempts() -> u32 {
+    // SAFETY: reading a plain global.
+    unsafe { core::ptr::read_volatile(&raw const CLASSIFY_ATTEMPTS) }
 }
 
 #[inline(always)]

@@ -104,6 +104,11 @@ pub struct Flags {
     /// (`capture.wakeup_records`; 0: every record).
     #[arg(long, env = "AGENT_WAKEUP_RECORDS", global = true)]
     pub wakeup_records: Option<u64>,
+    /// Data syscalls a connection may carry bytes of no supported protocol
+    /// before the kernel stops looking at it (`capture.classify_attempts`,
+    /// 0..=65535; 0: never stop).
+    #[arg(long, env = "AGENT_CLASSIFY_ATTEMPTS", global = true)]
+    pub classify_attempts: Option<u32>,
     /// The reader polls the ring buffer at least this often while records
     /// come (`capture.poll_interval`, e.g. `20ms`; an idle ring is polled
     /// less and less often, down to every 250 ms).
@@ -523,6 +528,7 @@ pub struct FileCapture {
     pub ring_buffer_bytes: Option<u32>,
     pub max_connections: Option<u32>,
     pub wakeup_records: Option<u64>,
+    pub classify_attempts: Option<u32>,
     #[serde(with = "humantime_opt")]
     pub poll_interval: Option<Duration>,
     pub nice: Option<i32>,
@@ -824,6 +830,11 @@ pub struct CaptureConfig {
     /// record); the reader also polls every `poll_interval` (backing off
     /// to 250 ms while the ring stays empty).
     pub wakeup_records: u64,
+    /// Data syscalls of no supported protocol after which the kernel gives
+    /// up on an unclassified connection (0: never). Connections the agent
+    /// joins mid-stream are classified at their next message start; TLS
+    /// connections are given up at once.
+    pub classify_attempts: u32,
     #[serde(serialize_with = "humantime_opt::serialize")]
     pub poll_interval: Duration,
     /// Niceness of the agent's threads (set at start-up; 0: left as is).
@@ -1046,6 +1057,10 @@ impl Config {
                 .wakeup_records
                 .or(file.capture.wakeup_records)
                 .unwrap_or(1024),
+            classify_attempts: flags
+                .classify_attempts
+                .or(file.capture.classify_attempts)
+                .unwrap_or(agent_common::DEFAULT_CLASSIFY_ATTEMPTS),
             poll_interval: flags
                 .poll_interval
                 .or(file.capture.poll_interval)
@@ -1087,6 +1102,12 @@ impl Config {
             return Err(invalid(
                 "capture.wakeup_records",
                 "too large for capture.ring_buffer_bytes",
+            ));
+        }
+        if capture.classify_attempts > u32::from(u16::MAX) {
+            return Err(invalid(
+                "capture.classify_attempts",
+                format!("must be 0..=65535, got {}", capture.classify_attempts),
             ));
         }
         if capture.poll_interval.is_zero() || capture.poll_interval > Duration::from_secs(1) {
@@ -2070,6 +2091,11 @@ mod tests {
             "AGENT_WAKEUP_RECORDS",
         ),
         (
+            "capture.classify_attempts",
+            "classify-attempts",
+            "AGENT_CLASSIFY_ATTEMPTS",
+        ),
+        (
             "capture.poll_interval",
             "poll-interval",
             "AGENT_POLL_INTERVAL",
@@ -2465,6 +2491,7 @@ mod tests {
             otlp_headers: Some("a=1".into()),
             export_batch_size: Some(10),
             wakeup_records: Some(0),
+            classify_attempts: Some(0),
             ..Default::default()
         };
         let c = resolve(flags, "", env).unwrap();
@@ -2473,6 +2500,16 @@ mod tests {
         assert_eq!(c.export.otlp.headers["a"], "1");
         assert_eq!(c.export.batch_size, 10);
         assert_eq!(c.capture.wakeup_records, 0);
+        assert_eq!(c.capture.classify_attempts, 0);
+        let too_many = Flags {
+            classify_attempts: Some(70_000),
+            ..Default::default()
+        };
+        let err = resolve(too_many, "", OtelEnv::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("capture.classify_attempts"),
+            "{err}"
+        );
     }
 
     #[test]

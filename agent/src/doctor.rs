@@ -365,6 +365,7 @@ fn programs() -> Vec<Check> {
         ring_bytes: 1 << 16,
         max_connections: 1024,
         wakeup_records: 0,
+        classify_attempts: agent_common::DEFAULT_CLASSIFY_ATTEMPTS,
         selection: KernelSelection {
             flags: agent_common::select::SelectFlags::PROCESSES,
             ..KernelSelection::default()

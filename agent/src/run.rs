@@ -141,6 +141,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         ring_bytes: cfg.capture.ring_buffer_bytes,
         max_connections: cfg.capture.max_connections,
         wakeup_records: cfg.capture.wakeup_records,
+        classify_attempts: cfg.capture.classify_attempts,
         selection,
         runqueue_latency: cfg.node.runqueue_latency,
     };

@@ -109,6 +109,20 @@ pub enum Which {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Cost per syscall of the capture's hooks: no-op programs (tracepoints
+    /// or raw tracepoints) and the agent on unparseable traffic, against
+    /// bare, with `syscall_loop` (agent/examples).
+    Hooks {
+        /// Rounds (each runs every mode once).
+        #[arg(long, default_value_t = 9)]
+        rounds: u32,
+        /// Write+read pairs (and getppid calls) per run.
+        #[arg(long, default_value_t = 200_000)]
+        loops: u32,
+        /// Where to write the markdown report.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Cost per context switch of the run-queue delay programs
     /// (sched_switch/sched_wakeup), with `perf bench sched pipe`.
     Sched {
@@ -203,6 +217,18 @@ pub fn run(root: &Path, agent: &Path, which: Which) -> Result<()> {
             let report = crate::bench_grpc::run(agent, &sink, &load, rounds)?;
             println!("{report}");
             let out = output.unwrap_or_else(|| root.join("target/bench-grpc.md"));
+            fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("report written to {}", out.display());
+            Ok(())
+        }
+        Which::Hooks {
+            rounds,
+            loops,
+            output,
+        } => {
+            let report = crate::bench_hooks::run(root, agent, rounds, loops)?;
+            println!("{report}");
+            let out = output.unwrap_or_else(|| root.join("target/bench-hooks.md"));
             fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
             eprintln!("report written to {}", out.display());
             Ok(())
@@ -592,6 +618,22 @@ fn run_with_agent(
         client_spans: stats.spans("wrk", "client"),
         dropped: stats.dropped,
     })
+}
+
+/// Waits until the file at `log` contains `needle` (a process saying it
+/// is ready).
+pub(crate) fn wait_for_line(log: &Path, needle: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !fs::read_to_string(log)?.contains(needle) {
+        if Instant::now() > deadline {
+            bail!(
+                "no {needle:?} after {timeout:?}:\n{}",
+                fs::read_to_string(log)?
+            );
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {

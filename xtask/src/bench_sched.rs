@@ -11,13 +11,12 @@ use std::{
     fs,
     path::Path,
     process::{Command, Stdio},
-    thread::sleep,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
-use crate::bench::{Proc, median};
+use crate::bench::{Proc, median, wait_for_line};
 
 fn ctxt() -> Result<u64> {
     let stat = fs::read_to_string("/proc/stat")?;
@@ -57,13 +56,7 @@ fn start_agent(agent: &Path, dir: &Path, runq: bool) -> Result<Proc> {
             .spawn()
             .context("starting the agent")?,
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(&log)?.contains("agent ready") {
-        if Instant::now() > deadline {
-            bail!("agent not ready:\n{}", fs::read_to_string(&log)?);
-        }
-        sleep(Duration::from_millis(50));
-    }
+    wait_for_line(&log, "agent ready", Duration::from_secs(60))?;
     Ok(p)
 }
 

@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_grpc;
+mod bench_hooks;
 mod bench_metrics;
 mod bench_postgres;
 mod bench_sched;

@@ -15,6 +15,8 @@ const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "nginx-light",
     "curl",
+    // `openssl s_server` and certificates: real TLS the kernel must leave.
+    "openssl",
     "wrk",
     "nghttp2-client",
     "python3",

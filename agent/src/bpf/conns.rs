@@ -43,6 +43,10 @@ impl ConnMap {
             && val.sk == sk
         {
             val.state = state as u8;
+            if state == ConnState::Unknown {
+                // A fresh start: the classification budget too.
+                val.unclassified = 0;
+            }
             let _ = self.map.insert(key, val, 0);
         }
     }

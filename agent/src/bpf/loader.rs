@@ -53,6 +53,95 @@ const LIFECYCLE: &[(&str, &str, &str)] = &[
     ("sched_exit_count", "sched", "sched_process_exit"),
 ];
 
+/// Inode number of the agent's network namespace.
+fn own_netns() -> std::io::Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let ino = std::fs::metadata("/proc/self/ns/net")?.ino();
+    u32::try_from(ino).map_err(|_| std::io::Error::other(format!("netns inode {ino} > u32")))
+}
+
+/// Every (category, tracepoint) the capture attaches to by default: the
+/// hook points whose bare cost `cargo xtask bench hooks` measures.
+pub fn capture_tracepoints() -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for &(_, suffix) in EGRESS_SYSCALLS {
+        out.push(("syscalls", format!("sys_enter_{suffix}")));
+        out.push(("syscalls", format!("sys_exit_{suffix}")));
+    }
+    for &suffix in INGRESS_SYSCALLS {
+        out.push(("syscalls", format!("sys_exit_{suffix}")));
+    }
+    for &(_, category, name) in LIFECYCLE {
+        if !out.iter().any(|(c, n)| *c == category && n == name) {
+            out.push((category, name.to_string()));
+        }
+    }
+    out
+}
+
+/// How [`NoopHooks`] hooks the capture's syscalls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoopMode {
+    /// A no-op program on each of the capture's tracepoints.
+    Tracepoints,
+    /// A no-op raw tracepoint on `sys_enter` and `sys_exit` (every
+    /// syscall) instead of the syscall tracepoints; the other tracepoints
+    /// as above.
+    RawSyscalls,
+}
+
+/// No-op programs on the capture's hook points, attached (the same way as
+/// the capture's) while this lives: the floor any capture on them pays
+/// (`cargo xtask bench hooks`).
+pub struct NoopHooks {
+    _links: Vec<Attachment>,
+    _ebpf: Ebpf,
+    pub attached: usize,
+}
+
+impl NoopHooks {
+    pub fn attach(mode: NoopMode) -> Result<Self, BpfError> {
+        raise_memlock_best_effort();
+        tracefs::ensure_mounted()?;
+        let mut ebpf = EbpfLoader::new()
+            .load(OBJECT)
+            .map_err(|e| BpfError::Load(Box::new(e)))?;
+        let mut points = capture_tracepoints();
+        let mut raw_attached = 0;
+        if mode == NoopMode::RawSyscalls {
+            points.retain(|(category, _)| *category != "syscalls");
+            let program = "doctor_raw_tracepoint";
+            let error = |source: aya::programs::ProgramError| BpfError::Program {
+                program: program.into(),
+                source: Box::new(source),
+            };
+            let prog: &mut aya::programs::RawTracePoint = ebpf
+                .program_mut(program)
+                .ok_or(BpfError::Program {
+                    program: program.into(),
+                    source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
+                })?
+                .try_into()
+                .map_err(error)?;
+            prog.load().map_err(error)?;
+            for tp in ["sys_enter", "sys_exit"] {
+                // The link is owned by the program, detached with the object.
+                prog.attach(tp).map_err(error)?;
+                raw_attached += 1;
+            }
+        }
+        let mut links = Vec::new();
+        for (category, name) in &points {
+            links.push(attach(&mut ebpf, "doctor_tracepoint", category, name)?);
+        }
+        Ok(Self {
+            attached: links.len() + raw_attached,
+            _links: links,
+            _ebpf: ebpf,
+        })
+    }
+}
+
 /// Load-time settings of the kernel side.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -65,6 +154,9 @@ pub struct LoadOptions {
     /// Records per CPU between forced wake-ups of the reader (0: on every
     /// record).
     pub wakeup_records: u64,
+    /// Data syscalls of no supported protocol before an unclassified
+    /// connection is given up (0: never; <= 65535).
+    pub classify_attempts: u32,
     /// Ports and processes the user chose not to trace.
     pub selection: KernelSelection,
     /// Attach the run-queue delay programs (sched_switch/sched_wakeup; off
@@ -137,6 +229,7 @@ impl Capture {
             .override_global("FORK_CHILD_PID_AT", &fork_child_pid_at, true)
             .override_global("CAPTURE_BYTES", &opts.capture_bytes, true)
             .override_global("WAKEUP_EVERY", &opts.wakeup_records, true)
+            .override_global("CLASSIFY_ATTEMPTS", &opts.classify_attempts, true)
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("CONNS", opts.max_connections)
@@ -312,13 +405,19 @@ impl Capture {
             port: addr.port(),
             ..EndpointKey::default()
         };
-        // A wildcard bind matches any address (key address 0, netns 0).
+        // A wildcard bind matches any address (key address 0, netns 0); a
+        // specific address is looked up with the connection's network
+        // namespace, which is the agent's own (the inode of its
+        // `/proc/self/ns/net`, the kernel's `net->ns.inum`).
         match addr.ip() {
             std::net::IpAddr::V4(ip) if !ip.is_unspecified() => {
                 key.addr[..4].copy_from_slice(&ip.octets());
             }
             std::net::IpAddr::V6(ip) if !ip.is_unspecified() => key.addr = ip.octets(),
             _ => {}
+        }
+        if key.addr != [0; 16] {
+            key.netns = own_netns().map_err(BpfError::OwnNetns)?;
         }
         map.insert(key, 1, 0).map_err(|source| BpfError::Map {
             name: "AGENT_ENDPOINTS",

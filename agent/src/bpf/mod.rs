@@ -62,6 +62,8 @@ pub enum BpfError {
     },
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("reading the agent's network namespace (/proc/self/ns/net): {0}")]
+    OwnNetns(std::io::Error),
     #[error("eBPF map {name}: {source}")]
     Map {
         name: &'static str,
